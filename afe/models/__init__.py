@@ -1,0 +1,17 @@
+"""The AFE data model, table for table compatible with Autotest's schema."""
+from .base import SoftDeleteModel
+from .drones import Drone, DroneSet, Shard
+from .entries import AbortedHostQueueEntry, HostQueueEntry, IneligibleHostQueue
+from .hosts import Host, HostAttribute, Protection
+from .jobs import ControlType, Job, JobKeyval, Priority, parse_meta_hosts
+from .labels import PROVISION_PREFIXES, AtomicGroup, Label
+from .special_tasks import SpecialTask
+from .users import EVERYONE, SYSTEM_USER_LOGIN, AclGroup, RebootAfter, RebootBefore, User
+
+__all__ = [
+    "EVERYONE", "PROVISION_PREFIXES", "SYSTEM_USER_LOGIN",
+    "AbortedHostQueueEntry", "AclGroup", "AtomicGroup", "ControlType", "Drone", "DroneSet",
+    "Host", "HostAttribute", "HostQueueEntry", "IneligibleHostQueue", "Job", "JobKeyval",
+    "Label", "Priority", "Protection", "RebootAfter", "RebootBefore", "Shard",
+    "SoftDeleteModel", "SpecialTask", "User", "parse_meta_hosts",
+]

@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny lab built through the public model API."""
+from __future__ import annotations
+
+import pytest
+
+from afe.models import AclGroup, Host, Label, User
+
+
+@pytest.fixture
+def system_user(db) -> User:
+    return User.system_user()
+
+
+@pytest.fixture
+def alice(db) -> User:
+    """An ordinary (non-root) user."""
+    return User.objects.create(login="alice")
+
+
+@pytest.fixture
+def make_host(db):
+    """``make_host("h1", labels=["board:x"])`` creates a valid host with those labels."""
+
+    def make(hostname: str, labels: tuple[str, ...] | list[str] = (), **fields) -> Host:
+        host = Host.objects.create(hostname=hostname, **fields)
+        if labels:
+            host.labels.set([Label.objects.get_or_create(name=name)[0] for name in labels])
+        return host
+
+    return make
+
+
+@pytest.fixture
+def lab(make_host):
+    """Three hosts on board:x (host1 also pool:a) and one locked host on board:y."""
+    return {
+        "host1": make_host("host1", ["board:x", "pool:a"]),
+        "host2": make_host("host2", ["board:x"]),
+        "host3": make_host("host3", ["board:x"]),
+        "locked": make_host("locked1", ["board:y"], locked=True, lock_reason="broken"),
+    }
+
+
+@pytest.fixture
+def private_group(db, alice):
+    """An ACL group with alice in it and no hosts yet."""
+    group = AclGroup.objects.create(name="team-a")
+    group.users.add(alice)
+    return group
