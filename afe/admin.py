@@ -64,8 +64,24 @@ class HostAdminForm(forms.ModelForm):
             self.add_error("hostname", f"Host {hostname} already exists.")
 
 
+class SoftDeleteAdmin(admin.ModelAdmin):
+    """Admin for soft-deleted models: only valid rows, and deleting keeps history."""
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return self.model.valid_objects.all()
+
+    def get_deleted_objects(self, objs: Any, request: HttpRequest) -> tuple[list, dict, set, list]:
+        # A soft delete removes no row, so rows that point here (jobs, special
+        # tasks) neither cascade nor protect anything.
+        objs = list(objs)
+        return [str(obj) for obj in objs], {self.model._meta.verbose_name_plural: len(objs)}, set(), []
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet) -> None:
+        queryset.delete()  # soft delete, in bulk
+
+
 @admin.register(Host)
-class HostAdmin(admin.ModelAdmin):
+class HostAdmin(SoftDeleteAdmin):
     form = HostAdminForm
     list_display = [
         "hostname", "status", "locked", "lock_reason", "protection", "dirty",
@@ -79,7 +95,7 @@ class HostAdmin(admin.ModelAdmin):
     actions = ["lock_hosts", "unlock_hosts", "reverify_hosts", "repair_hosts"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Host]:
-        return Host.valid_objects.prefetch_related(
+        return super().get_queryset(request).prefetch_related(
             Prefetch("labels", queryset=Label.objects.order_by("name")),
             Prefetch("aclgroup_set", queryset=AclGroup.objects.order_by("name")),
         )
@@ -96,9 +112,6 @@ class HostAdmin(admin.ModelAdmin):
         if obj.locked and obj.locked_by_id is None:
             obj.locked_by = acting_user(request)
         super().save_model(request, obj, form, change)
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Host]) -> None:
-        queryset.delete()  # soft delete, in bulk
 
     @admin.action(description="Lock selected hosts (asks for a reason)")
     def lock_hosts(self, request: HttpRequest, queryset: QuerySet[Host]) -> HttpResponse | None:
@@ -241,17 +254,11 @@ class HostQueueEntryAdmin(admin.ModelAdmin):
 
 
 @admin.register(Label)
-class LabelAdmin(admin.ModelAdmin):
+class LabelAdmin(SoftDeleteAdmin):
     list_display = ["name", "platform", "only_if_needed", "kernel_config"]
     list_filter = ["platform", "only_if_needed"]
     search_fields = ["name"]
     exclude = ["atomic_group", "invalid"]
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Label]:
-        return Label.valid_objects.all()
-
-    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Label]) -> None:
-        queryset.delete()  # soft delete, in bulk
 
 
 @admin.register(AclGroup)

@@ -301,22 +301,25 @@ class TestDeletingHosts:
         assert Host.objects.get(pk=host.pk).invalid
         assert admin_client.get(change_url(host)).status_code == 302  # no longer reachable
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="BUG afe/admin.py HostAdmin: the default get_deleted_objects() sees the "
-        "on_delete=PROTECT foreign keys of SpecialTask.host / HostQueueEntry.host and "
-        "refuses ('Cannot delete host') although delete_queryset() only soft-deletes",
-    )
     def test_hosts_with_history_can_be_soft_deleted_too(self, admin_client, lab, system_user):
         make_task(lab["host1"], system_user, "Completed")
         make_job(system_user, "old_job", ["host2"])
         hosts = [lab["host1"], lab["host2"]]
         response = post_action(admin_client, "host", "delete_selected", hosts, post="yes")
+        assert "Cannot delete" not in response.content.decode()
         assert response.status_code == 302
         assert all(host.invalid for host in refreshed(hosts))
         # The history stays attached to the (now invalid) rows.
         assert SpecialTask.objects.filter(host=lab["host1"]).exists()
         assert HostQueueEntry.objects.filter(host=lab["host2"]).exists()
+
+
+def test_labels_used_as_metahosts_can_be_soft_deleted(admin_client, lab, system_user):
+    Job.create(owner=system_user, name="any_pool_a", control_file="x", meta_hosts=["pool:a"])
+    label = Label.objects.get(name="pool:a")
+    response = post_action(admin_client, "label", "delete_selected", [label], post="yes")
+    assert "Cannot delete" not in response.content.decode()
+    assert Label.objects.get(pk=label.pk).invalid
 
 
 # --------------------------------------------------------------------------- special tasks

@@ -128,6 +128,7 @@ class Host(SoftDeleteModel):
         else:
             self.locked_by = None
             self.lock_time = None
+            self.lock_reason = ""
         is_new = self._state.adding
         with transaction.atomic():
             super().save(*args, **kwargs)
