@@ -1,0 +1,302 @@
+"""Special tasks (verify, cleanup, reset, provision, repair): starting them and applying their results."""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+from django.db import transaction
+from django.utils import timezone
+
+from afe.models import Host, HostQueueEntry, IneligibleHostQueue, Job, Protection, SpecialTask
+from drones.models import Process
+
+from .. import prejob, results
+from ..commands import AUTOSERV_PIDFILE, JobIdentity, special_task_command
+from ..context import SchedulerContext
+from ..synch import put_pending, run_ready_jobs
+from ..throttle import StartRequest
+from ..transitions import EntryStatus, HostStatus, move_entries, move_hosts
+
+log = logging.getLogger(__name__)
+Task = SpecialTask.Task
+
+# Repair first, provision last (§3.11).
+TASK_ORDER = {Task.REPAIR: 0, Task.CLEANUP: 1, Task.VERIFY: 2, Task.RESET: 3, Task.PROVISION: 4}
+HOST_STATUS = {
+    Task.VERIFY: HostStatus.VERIFYING, Task.CLEANUP: HostStatus.CLEANING, Task.RESET: HostStatus.RESETTING,
+    Task.PROVISION: HostStatus.PROVISIONING, Task.REPAIR: HostStatus.REPAIRING,
+}
+ENTRY_STATUS = {
+    Task.VERIFY: EntryStatus.VERIFYING, Task.CLEANUP: EntryStatus.CLEANING,
+    Task.RESET: EntryStatus.RESETTING, Task.PROVISION: EntryStatus.PROVISIONING,
+}
+PROCESS_KIND = {
+    Task.VERIFY: Process.Kind.VERIFY, Task.CLEANUP: Process.Kind.CLEANUP, Task.RESET: Process.Kind.RESET,
+    Task.PROVISION: Process.Kind.PROVISION, Task.REPAIR: Process.Kind.REPAIR,
+}
+# Starting one of these deletes the queued frontend tasks it makes redundant.
+SUPERSEDES = {Task.VERIFY: [Task.VERIFY], Task.RESET: [Task.CLEANUP, Task.VERIFY, Task.RESET]}
+
+
+def runnable_tasks() -> list[SpecialTask]:
+    """Queued tasks whose host is free, at most one per host, Repair first (§3.11).
+
+    A host is busy while it has a running task, or an active entry that the
+    task does not belong to.
+    """
+    queued = list(
+        SpecialTask.objects.filter(is_active=False, is_complete=False, is_aborted=False, host__locked=False)
+        .select_related("host", "queue_entry__job", "requested_by")
+    )
+    if not queued:
+        return []
+    host_ids = {t.host_id for t in queued}
+    busy_with_task = set(
+        SpecialTask.objects.filter(host_id__in=host_ids, is_active=True, is_complete=False).values_list("host_id", flat=True)
+    )
+    active_entries: dict[int, set[int]] = defaultdict(set)
+    for host_id, entry_id in HostQueueEntry.objects.filter(host_id__in=host_ids, active=True).values_list("host_id", "id"):
+        active_entries[host_id].add(entry_id)
+    chosen: list[SpecialTask] = []
+    taken: set[int] = set()
+    for task in sorted(queued, key=lambda t: (TASK_ORDER[t.task], t.pk)):
+        entries = active_entries.get(task.host_id, set())
+        if task.host_id in taken or task.host_id in busy_with_task:
+            continue
+        if entries and entries != {task.queue_entry_id}:
+            continue
+        taken.add(task.host_id)
+        chosen.append(task)
+    return chosen
+
+
+def start_request(task: SpecialTask) -> StartRequest:
+    return StartRequest(key=("task", task.pk), num_processes=1, owner=task.requested_by.login)
+
+
+def start_tasks(ctx: SchedulerContext, tasks: list[SpecialTask], drones: dict[int, str]) -> None:
+    """Activate the admitted tasks and write one process record each, in one transaction.
+
+    ``drones`` maps a task id to the drone chosen for it. Queries do not grow
+    with the number of tasks.
+    """
+    if not tasks:
+        return
+    job_labels = _job_label_names({t.queue_entry.job_id for t in tasks if t.queue_entry_id})
+    host_labels = _host_label_names({t.host_id for t in tasks})
+    now = ctx.clock()
+    with transaction.atomic():
+        still_queued = set(
+            SpecialTask.objects.select_for_update()
+            .filter(pk__in=[t.pk for t in tasks], is_active=False, is_complete=False)
+            .values_list("pk", flat=True)
+        )
+        tasks = [t for t in tasks if t.pk in still_queued]
+        SpecialTask.objects.filter(pk__in=still_queued).update(is_active=True, time_started=now)
+        for kind, superseded in SUPERSEDES.items():
+            hosts = [t.host_id for t in tasks if t.task == kind]
+            if hosts:
+                SpecialTask.objects.filter(
+                    host_id__in=hosts, task__in=superseded, is_active=False, is_complete=False, queue_entry__isnull=True
+                ).exclude(pk__in=still_queued).delete()
+        for kind, status in HOST_STATUS.items():
+            move_hosts([t.host_id for t in tasks if t.task == kind], status)
+        for kind, status in ENTRY_STATUS.items():
+            move_entries([t.queue_entry_id for t in tasks if t.task == kind and t.queue_entry_id], status)
+        processes = [_process_for(ctx, t, drones[t.pk], job_labels, host_labels) for t in tasks]
+        Process.objects.bulk_create(processes)
+    log.info("started %d special task(s)", len(tasks))
+
+
+def _process_for(
+    ctx: SchedulerContext, task: SpecialTask, drone: str,
+    job_labels: dict[int, set[str]], host_labels: dict[int, tuple[str | None, set[str]]],
+) -> Process:
+    task.time_started = ctx.clock()
+    directory = ctx.path(task.execution_path())
+    platform, labels = host_labels.get(task.host_id, (None, set()))
+    results.write_host_keyvals(directory, task.host.hostname, platform, labels)
+    entry = task.queue_entry
+    identity = labels_for_task = None
+    if entry is not None:
+        identity = JobIdentity(entry.job.owner, entry.job.name, entry.job.control_type)
+        labels_for_task = job_labels.get(entry.job_id, set()) | ({entry.meta_host.name} if entry.meta_host_id else set())
+    wanted = labels_for_task or set()
+    if task.task == Task.PROVISION:
+        wanted = set(prejob.provision_labels(frozenset(wanted), frozenset(labels)))
+    command = special_task_command(
+        ctx.config.autoserv_path, str(directory), task.host.hostname, task.task, identity, wanted, task.host.protection
+    )
+    return Process(
+        kind=PROCESS_KIND[task.task], command=command, working_dir=str(directory),
+        log_file=str(directory / ".autoserv_execute.log"), pidfile_name=AUTOSERV_PIDFILE, num_processes=1,
+        owner=task.requested_by.login, drone=drone, special_task=task,
+        job_id=entry.job_id if entry else None, execution_subdir=entry.execution_subdir if entry else "",
+    )
+
+
+def _job_label_names(job_ids: set[int]) -> dict[int, set[str]]:
+    names: dict[int, set[str]] = defaultdict(set)
+    for job_id, name in Job.dependency_labels.through.objects.filter(job_id__in=job_ids).values_list("job_id", "label__name"):
+        names[job_id].add(name)
+    return names
+
+
+def _host_label_names(host_ids: set[int]) -> dict[int, tuple[str | None, set[str]]]:
+    """Per host: its platform label name and its other label names."""
+    found: dict[int, tuple[str | None, set[str]]] = {}
+    rows = Host.labels.through.objects.filter(host_id__in=host_ids).values_list("host_id", "label__name", "label__platform")
+    for host_id, name, platform in rows:
+        current_platform, labels = found.get(host_id, (None, set()))
+        if platform and current_platform is None:
+            current_platform = name
+        else:
+            labels.add(name)
+        found[host_id] = (current_platform, labels)
+    return found
+
+
+def finish_task(ctx: SchedulerContext, process: Process) -> None:
+    """Apply a finished special-task process: the task's epilog (§3.2, §3.4), exactly once."""
+    task = (
+        SpecialTask.objects.select_related("host", "queue_entry__job", "queue_entry__meta_host", "requested_by")
+        .get(pk=process.special_task_id)
+    )
+    success = process.exit_status == 0 and not task.is_aborted
+    with transaction.atomic():
+        if not process.mark_handled():
+            return
+        task_finished(ctx, task, success)
+
+
+def task_finished(ctx: SchedulerContext, task: SpecialTask, success: bool) -> None:
+    """The task's row is complete; move its host and entry on."""
+    SpecialTask.objects.filter(pk=task.pk).update(
+        is_active=False, is_complete=True, success=success, time_finished=ctx.clock() if task.time_started else None
+    )
+    if task.task == Task.REPAIR:
+        _repair_finished(ctx, task, success)
+        return
+    if task.host.protection == Protection.DO_NOT_VERIFY:
+        success = True  # failures on Do-not-verify hosts are ignored (§3.4)
+    if success:
+        _prejob_succeeded(ctx, task)
+    elif task.queue_entry_id is None:
+        SpecialTask.schedule_special_task(task.host, Task.REPAIR, task.requested_by)
+    else:
+        _prejob_failed(ctx, task)
+
+
+def _repair_finished(ctx: SchedulerContext, task: SpecialTask, success: bool) -> None:
+    if success:
+        move_hosts([task.host_id], HostStatus.READY)
+        return
+    move_hosts([task.host_id], HostStatus.REPAIR_FAILED)
+    entry = task.queue_entry
+    if entry is not None and not entry.is_meta_host_entry() and entry.status == EntryStatus.QUEUED and not entry.complete:
+        fail_entry(ctx, entry, task)
+
+
+def _prejob_succeeded(ctx: SchedulerContext, task: SpecialTask) -> None:
+    entry = task.queue_entry
+    if task.task in (Task.CLEANUP, Task.RESET):
+        Host.objects.filter(pk=task.host_id).update(dirty=False)
+    if task.task == Task.PROVISION:
+        _apply_provisioned_labels(task)
+    if entry is None:
+        move_hosts([task.host_id], HostStatus.READY)
+        return
+    if task.task == Task.CLEANUP and entry.job.run_verify and task.host.protection != Protection.DO_NOT_VERIFY:
+        move_hosts([task.host_id], HostStatus.READY)
+        SpecialTask.objects.create(host=task.host, task=Task.VERIFY, queue_entry=entry, requested_by=task.requested_by)
+        return
+    more = SpecialTask.objects.filter(host_id=task.host_id, queue_entry=entry, is_active=False, is_complete=False)
+    if more.exists():
+        move_hosts([task.host_id], HostStatus.READY)
+        return
+    if entry.aborted or entry.complete:
+        return
+    put_pending([entry])
+    run_ready_jobs([entry.job_id], ctx.notifier)
+
+
+def _apply_provisioned_labels(task: SpecialTask) -> None:
+    """After a provision the host carries the job's build labels and loses the old ones of each prefix."""
+    entry = task.queue_entry
+    if entry is None:
+        return
+    wanted = list(entry.job.dependency_labels.filter(name__regex=r"^[a-z-]+-version:"))
+    if entry.meta_host_id and entry.meta_host.is_provisionable:
+        wanted.append(entry.meta_host)
+    host = task.host
+    for label in wanted:
+        prefix = label.name.split(":", 1)[0] + ":"
+        old = host.labels.filter(name__startswith=prefix).exclude(pk=label.pk)
+        host.labels.remove(*old)
+        host.labels.add(label)
+
+
+def _prejob_failed(ctx: SchedulerContext, task: SpecialTask) -> None:
+    entry = task.queue_entry
+    SpecialTask.objects.filter(queue_entry=entry, host_id=task.host_id, is_complete=False).update(
+        is_active=False, is_complete=True, success=False
+    )
+    outcome = prejob.prejob_failure(
+        provision_attempts=SpecialTask.objects.filter(queue_entry=entry, task=Task.PROVISION).count(),
+        max_provision_retries=ctx.config.max_provision_retries,
+        repairs_for_entry_on_host=SpecialTask.objects.filter(
+            queue_entry=entry, host_id=task.host_id, task=Task.REPAIR
+        ).count(),
+        max_repair_limit=ctx.config.max_repair_limit,
+        is_metahost=entry.is_meta_host_entry(),
+    )
+    if outcome.host_repair_failed:
+        move_hosts([task.host_id], HostStatus.REPAIR_FAILED)
+    if outcome.fail_entry:
+        fail_entry(ctx, entry, task)
+    elif outcome.requeue:
+        requeue_entry(entry)
+    if outcome.repair:
+        SpecialTask.objects.create(host=task.host, task=Task.REPAIR, queue_entry=entry, requested_by=task.requested_by)
+
+
+def requeue_entry(entry: HostQueueEntry) -> None:
+    """Back to Queued; a metahost entry gives its host back and may get another one."""
+    fields: dict[str, object] = {"started_on": None, "finished_on": None, "execution_subdir": ""}
+    if entry.is_meta_host_entry():
+        IneligibleHostQueue.objects.filter(job_id=entry.job_id, host_id=entry.host_id).delete()
+        fields["host"] = None
+    move_entries([entry.pk], EntryStatus.QUEUED, **fields)
+
+
+def fail_entry(ctx: SchedulerContext, entry: HostQueueEntry, task: SpecialTask) -> None:
+    """The entry fails on its pre-job task: the task's results become the entry's, then it is parsed."""
+    hostname = task.host.hostname
+    entry_dir = ctx.path(f"{entry.job.tag()}/{hostname}")
+    task_dir = ctx.path(task.execution_path())
+    results.write_keyvals(task_dir, {
+        "job_queued": results.epoch(entry.job.created_on), "job_finished": results.epoch(ctx.clock()),
+    }, append=True)
+    results.copy_task_results(task_dir, entry_dir)
+    move_entries([entry.pk], EntryStatus.PARSING, execution_subdir=hostname)
+    SpecialTask.objects.filter(queue_entry=entry, is_complete=False).update(
+        is_active=False, is_complete=True, success=False
+    )
+
+
+def cancel_aborted_queued_tasks() -> int:
+    """Aborted tasks that never started are cancelled, not run (fixes the original's §6.1 #6)."""
+    doomed = list(
+        SpecialTask.objects.filter(is_aborted=True, is_active=False, is_complete=False)
+        .select_related("queue_entry").values_list("pk", "queue_entry_id", "queue_entry__status", "queue_entry__active")
+    )
+    if not doomed:
+        return 0
+    SpecialTask.objects.filter(pk__in=[pk for pk, *_ in doomed]).update(is_complete=True, success=False)
+    waiting = {hqe for _, hqe, status, active in doomed if hqe and status == EntryStatus.QUEUED and active}
+    still_busy = set(
+        SpecialTask.objects.filter(queue_entry_id__in=waiting, is_complete=False).values_list("queue_entry_id", flat=True)
+    )
+    for entry in HostQueueEntry.objects.filter(pk__in=waiting - still_busy):
+        requeue_entry(entry)
+    return len(doomed)

@@ -1,0 +1,38 @@
+"""What every tick step works with, passed in rather than held in globals."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from django.utils import timezone
+
+from afe.models import User
+from drones.base import DroneManager
+
+from .config import SchedulerConfig
+from .notify import Notifier
+
+
+@dataclass
+class SchedulerContext:
+    config: SchedulerConfig
+    drones: DroneManager
+    notifier: Notifier
+    clock: Callable[[], datetime] = timezone.now
+    _system_user: User | None = field(default=None, repr=False)
+
+    @property
+    def results_dir(self) -> Path:
+        return self.config.results_dir.resolve()
+
+    def path(self, execution_path: str) -> Path:
+        """The absolute directory of an execution path (``<job>-<owner>/<subdir>`` or ``hosts/...``)."""
+        return self.results_dir / execution_path
+
+    @property
+    def system_user(self) -> User:
+        if self._system_user is None:
+            self._system_user = User.system_user()
+        return self._system_user

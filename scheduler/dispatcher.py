@@ -1,0 +1,213 @@
+"""The tick: the ordered steps of one scheduling pass, nothing else."""
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from django.db import DatabaseError
+
+from afe.models import DroneSet, HostQueueEntry
+from drones.models import Process
+
+from . import aborts
+from .agents import jobs, postjob, special_tasks
+from .assign import schedule_new_jobs
+from .cleanup import PeriodicCleanup
+from .context import SchedulerContext
+from .groups import EntryGroup, group_entries, latest_processes
+from .hosts import release_idle_hosts
+from .prejob import needs_crashinfo
+from .recovery import recover
+from .throttle import DroneSlot, StartRequest, admit, parse_admission
+from .transitions import EntryStatus
+
+log = logging.getLogger(__name__)
+POST_JOB_KINDS = [Process.Kind.JOB, Process.Kind.GATHER, Process.Kind.PARSE]
+
+
+@dataclass
+class TickReport:
+    """What one tick did: a count per step, and the seconds each step took."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        done = ", ".join(f"{name}={n}" for name, n in self.counts.items() if n)
+        took = sum(self.seconds.values())
+        return f"tick: {done or 'idle'} ({took * 1000:.0f} ms{', errors in ' + ', '.join(self.errors) if self.errors else ''})"
+
+
+class Dispatcher:
+    """Runs scheduling passes over the database; holds no state that a restart would need."""
+
+    def __init__(self, ctx: SchedulerContext) -> None:
+        self.ctx = ctx
+        self.cleanup = PeriodicCleanup(ctx)
+        self.step_seconds: dict[str, float] = defaultdict(float)  # total per step, for metrics
+
+    def initialize(self, recover_hosts: bool = False) -> None:
+        """Repair what a crash may have left behind, then run the start-up upkeep."""
+        recover(self.ctx, recover_hosts=recover_hosts)
+        self.cleanup.initialize()
+
+    def tick(self) -> TickReport:
+        """One pass; a failing step is logged and the remaining steps still run."""
+        report = TickReport()
+        steps: list[tuple[str, Callable[[], object]]] = [
+            ("drones_refreshed", self.ctx.drones.refresh),
+            ("processes_finished", self.apply_finished_processes),
+            ("entries_aborted", lambda: aborts.handle_aborted_entries(self.ctx)),
+            ("tasks_aborted", lambda: aborts.handle_aborted_special_tasks(self.ctx)),
+            ("tasks_cancelled", special_tasks.cancel_aborted_queued_tasks),
+            ("entries_scheduled", lambda: schedule_new_jobs(self.ctx)),
+            ("work_started", self.start_work),
+            ("processes_launched", self.ctx.drones.launch_queued),
+            ("hosts_released", release_idle_hosts),
+            ("cleanup", self.cleanup.run_due),
+            ("mails_sent", self.ctx.notifier.flush),
+        ]
+        for name, step in steps:
+            started = time.monotonic()
+            try:
+                result = step()
+            except DatabaseError:
+                raise  # the command reconnects and retries the tick
+            except Exception:
+                log.exception("tick step %s failed; continuing with the next step", name)
+                report.errors.append(name)
+                result = None
+            elapsed = time.monotonic() - started
+            report.seconds[name] = elapsed
+            self.step_seconds[name] += elapsed
+            report.counts[name] = result if isinstance(result, int) else len(result) if isinstance(result, list) else 0
+        return report
+
+    # -- finished processes ---------------------------------------------------------
+
+    def apply_finished_processes(self) -> int:
+        """Run the epilog of every process that ended since the last tick; returns how many.
+
+        A failing epilog is logged and retried next tick; it never blocks the others.
+        """
+        finished = list(Process.objects.unhandled_finished().select_related("job", "paired_with"))
+        if not finished:
+            return 0
+        groups = self._groups_by_key({p.job_id for p in finished if p.job_id and not p.special_task_id})
+        applied = 0
+        for process in finished:
+            try:
+                self._apply(process, groups)
+                applied += 1
+            except Exception:
+                log.exception("could not apply the result of process %s (%s); will retry", process.pk, process.kind)
+        return applied
+
+    def _apply(self, process: Process, groups: dict[tuple[int, str, str], EntryGroup]) -> None:
+        key = (process.job_id, process.execution_subdir)
+        if process.special_task_id:
+            special_tasks.finish_task(self.ctx, process)
+        elif process.kind == Process.Kind.JOB:
+            entries = [e for s in (EntryStatus.STARTING, EntryStatus.RUNNING)
+                       for e in getattr(groups.get((*key, s)), "entries", [])]
+            jobs.finish_job(self.ctx, process, entries)
+        elif process.kind == Process.Kind.GATHER and (group := groups.get((*key, EntryStatus.GATHERING))):
+            postjob.finish_gathering(self.ctx, group, process.paired_with, gather_process=process)
+        elif process.kind == Process.Kind.PARSE and (group := groups.get((*key, EntryStatus.PARSING))):
+            postjob.finish_parsing(self.ctx, group, process.paired_with, parse_process=process)
+        else:
+            log.warning("process %s (%s) has nothing left to update", process.pk, process.kind)
+            process.mark_handled()
+
+    @staticmethod
+    def _groups_by_key(job_ids: set[int]) -> dict[tuple[int, str, str], EntryGroup]:
+        entries = HostQueueEntry.objects.filter(job_id__in=job_ids, complete=False).select_related("job", "host")
+        return {(g.job.pk, g.execution_subdir, g.status): g for g in group_entries(entries)}
+
+    # -- starting work ----------------------------------------------------------------
+
+    def start_work(self) -> int:
+        """Start what may start this tick, within the drones' capacity; returns how many things started.
+
+        Order (§3.14): entries' jobs and crash-info collection, then special
+        tasks, then hostless jobs; parse steps are limited separately.
+        """
+        entries = HostQueueEntry.objects.filter(
+            status__in=[EntryStatus.STARTING, EntryStatus.GATHERING, EntryStatus.PARSING]
+        ).select_related("job", "host")
+        groups = group_entries(entries)
+        processes = latest_processes({g.job.pk for g in groups}, POST_JOB_KINDS)
+
+        def latest(group: EntryGroup, kind: str) -> Process | None:
+            return processes.get((group.job.pk, group.execution_subdir, kind))
+
+        def busy(group: EntryGroup, kind: str) -> bool:
+            process = latest(group, kind)
+            return process is not None and (process.is_active or not process.handled)
+
+        allowed = self._allowed_drones({g.job.drone_set_id for g in groups if g.job.drone_set_id})
+        by_key: dict[object, object] = {}
+        host_work: list[StartRequest] = []
+        hostless_work: list[StartRequest] = []
+        parse_work: list[StartRequest] = []
+        started = 0
+        for group in groups:
+            if group.status == EntryStatus.STARTING and not group.aborted and not busy(group, Process.Kind.JOB):
+                request = jobs.start_request(group, allowed.get(group.job.drone_set_id))
+                (hostless_work if group.is_hostless else host_work).append(request)
+                by_key[request.key] = group
+            elif group.status == EntryStatus.GATHERING and not busy(group, Process.Kind.GATHER):
+                job_process = latest(group, Process.Kind.JOB)
+                if job_process and needs_crashinfo(job_process.exit_status) and not latest(group, Process.Kind.GATHER):
+                    request = postjob.gather_request(group, job_process)
+                    host_work.append(request)
+                    by_key[request.key] = (group, job_process)
+                else:
+                    postjob.finish_gathering(self.ctx, group, job_process)
+                    started += 1
+            elif group.status == EntryStatus.PARSING and not busy(group, Process.Kind.PARSE):
+                job_process = latest(group, Process.Kind.JOB)
+                if latest(group, Process.Kind.PARSE) or not self.ctx.path(group.execution_path).is_dir():
+                    postjob.finish_parsing(self.ctx, group, job_process)  # nothing (more) to parse
+                    started += 1
+                else:
+                    request = postjob.parse_request(group, job_process)
+                    parse_work.append(request)
+                    by_key[request.key] = (group, job_process)
+        tasks = special_tasks.runnable_tasks()
+        task_work = [special_tasks.start_request(t) for t in tasks]
+        by_key.update({("task", t.pk): t for t in tasks})
+
+        running_parsers = Process.objects.active().filter(kind=Process.Kind.PARSE).count()
+        parse_work = parse_work[: parse_admission(running_parsers, self.ctx.config.max_parse_processes, len(parse_work))]
+        admitted = admit(host_work + task_work + hostless_work + parse_work, self._drone_slots())
+
+        chosen: dict[str, list[tuple[object, str]]] = defaultdict(list)
+        for key, drone in admitted:
+            chosen[key[0]].append((by_key[key], drone or "localhost"))
+        jobs.start_groups(self.ctx, [g for g, _ in chosen["job"]], {g.key: d for g, d in chosen["job"]})
+        special_tasks.start_tasks(self.ctx, [t for t, _ in chosen["task"]], {t.pk: d for t, d in chosen["task"]})
+        postjob.start_gathering(self.ctx, [(g, p, d) for (g, p), d in chosen["gather"]])
+        postjob.start_parsing(self.ctx, [(g, p, d) for (g, p), d in chosen["parse"]])
+        return started + len(admitted)
+
+    def _drone_slots(self) -> list[DroneSlot]:
+        active = self.ctx.drones.active_processes_by_drone()
+        return [
+            DroneSlot(hostname=d.hostname, max_processes=d.max_processes, active_processes=active.get(d.hostname, 0))
+            for d in self.ctx.drones.drones()
+        ]
+
+    @staticmethod
+    def _allowed_drones(drone_set_ids: set[int]) -> dict[int, frozenset[str]]:
+        """Drone hostnames per drone set, in one query."""
+        found: dict[int, set[str]] = {pk: set() for pk in drone_set_ids}
+        for set_id, hostname in DroneSet.drones.through.objects.filter(droneset_id__in=drone_set_ids).values_list(
+            "droneset_id", "drone__hostname"
+        ):
+            found[set_id].add(hostname)
+        return {pk: frozenset(names) for pk, names in found.items()}
