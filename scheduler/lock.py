@@ -40,6 +40,8 @@ class DatabaseLock:
                 holder=self.holder, hostname=socket.gethostname(), pid=os.getpid(),
                 acquired_at=now, heartbeat_at=now,
             )
+        if not taken and self._take_from_dead_local_holder(now):
+            return
         if not taken:
             lock = SchedulerLock.objects.get(name=self.name)
             raise SchedulerAlreadyRunning(
@@ -47,6 +49,17 @@ class DatabaseLock:
                 f"{lock.hostname} (last heartbeat {lock.heartbeat_at:%Y-%m-%d %H:%M:%S}); "
                 f"stop it first, or wait {int(self.expiry.total_seconds())}s after it died"
             )
+
+    def _take_from_dead_local_holder(self, now: datetime) -> bool:
+        """A holder on this machine whose process is gone (killed -9) gives the lock up at once."""
+        lock = SchedulerLock.objects.get(name=self.name)
+        if lock.hostname != socket.gethostname() or lock.pid is None or _alive(lock.pid):
+            return False
+        return bool(
+            SchedulerLock.objects.filter(name=self.name, holder=lock.holder).update(
+                holder=self.holder, pid=os.getpid(), acquired_at=now, heartbeat_at=now
+            )
+        )
 
     def refresh(self, now: datetime | None = None) -> bool:
         """Renew the heartbeat; returns False when the lock was lost to another scheduler."""
@@ -60,3 +73,13 @@ class DatabaseLock:
         SchedulerLock.objects.filter(name=self.name, holder=self.holder).update(
             holder="", heartbeat_at=None
         )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

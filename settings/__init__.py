@@ -64,6 +64,7 @@ def _database(url: str) -> dict:
     config = environ.Env.db_url_config(url)
     engine = config["ENGINE"]
     if engine.endswith("sqlite3"):
+        config["ENGINE"] = "settings.backends.sqlite3"
         db_file = Path(config["NAME"])
         db_file.parent.mkdir(parents=True, exist_ok=True)
         # Tests use a file too: scheduler tests share the database across processes.

@@ -47,3 +47,30 @@ def private_group(db, alice):
     group = AclGroup.objects.create(name="team-a")
     group.users.add(alice)
     return group
+
+
+@pytest.fixture
+def autoserv(tmp_path, settings, monkeypatch):
+    """The stand-in autoserv and parser (tests/bin/fake_autoserv), with results under tmp_path."""
+    from .scheduler_harness import FAKE_AUTOSERV, FakeAutoserv
+
+    control = tmp_path / "autoserv"
+    control.mkdir()
+    monkeypatch.setenv("FAKE_AUTOSERV_DIR", str(control))
+    settings.RESULTS_DIR = tmp_path / "results"
+    settings.AUTOSERV_PATH = str(FAKE_AUTOSERV)
+    settings.PARSER_PATH = str(FAKE_AUTOSERV)
+    return FakeAutoserv(control)
+
+
+@pytest.fixture
+def scheduler(autoserv, settings, transactional_db):
+    """A scheduler over the test database; its processes run the stand-in autoserv."""
+    import dataclasses
+
+    from scheduler.config import SchedulerConfig
+
+    from .scheduler_harness import SchedulerHarness
+
+    config = dataclasses.replace(SchedulerConfig.from_settings(settings), tick_seconds=0.05)
+    return SchedulerHarness(config)

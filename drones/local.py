@@ -1,0 +1,270 @@
+"""The local drone: every process runs on this machine under its own runner.
+
+``launch`` starts ``python -m drones.runner <id>`` in a new session (so the
+scheduler's terminal, signals and death do not reach it) with the project root
+as working directory and the scheduler's environment (so ``DATABASE_URL`` and
+friends carry over); the runner is also told the exact database name the
+scheduler is connected to. The scheduler never waits for a runner.
+
+Why a direct child rather than a double fork: a double-forked runner is
+re-parented to PID 1, and where PID 1 does not reap orphans (many containers
+run a plain program as PID 1 — this one does) every finished runner would stay
+a zombie forever and slowly exhaust the pid space. So the runner stays a child
+of the scheduler, is never waited for, and is reaped without blocking
+(``Popen.poll``) on every later launch or check — from a module-level list, so
+it does not matter if the ``LocalDrone`` object that launched it is gone. If the
+scheduler dies, its runners carry on (new session, stdin/stdout/stderr not tied
+to it) and are re-parented like any orphan.
+
+``check`` inspects this machine's process table: ``os.kill(pid, 0)`` plus
+``/proc`` to ignore zombies, to recognise a runner by its command line and a
+command by the ``AUTOTEST_SCHEDULER_DARK_MARK`` variable its runner put in its
+environment (a recycled pid is not mistaken for ours).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from .base import DroneBackend
+from .models import Process
+from .pidfile import read_pidfile
+
+log = logging.getLogger(__name__)
+
+DARK_MARK = "AUTOTEST_SCHEDULER_DARK_MARK"
+RUNNER_MODULE = "drones.runner"
+
+
+# -- this machine's process table ---------------------------------------------------
+
+
+def _proc(pid: int, name: str) -> bytes | None:
+    try:
+        with open(f"/proc/{pid}/{name}", "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def pid_alive(pid: int | None) -> bool:
+    """Whether ``pid`` is a live (not zombie) process on this machine."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, belongs to someone else
+    stat = _proc(pid, "stat")
+    if stat is None:
+        return True  # no /proc (or raced with its exit): trust kill(0)
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return bool(fields) and fields[0] not in (b"Z", b"X")
+
+
+def is_runner(pid: int | None) -> bool:
+    """Whether ``pid`` is a live ``drones.runner`` process."""
+    if not pid_alive(pid):
+        return False
+    cmdline = _proc(pid, "cmdline")
+    return cmdline is None or RUNNER_MODULE.encode() in cmdline
+
+
+def is_our_command(pid: int | None) -> bool:
+    """Whether ``pid`` is a live command started by a runner (it carries the dark mark)."""
+    if not pid_alive(pid):
+        return False
+    environ = _proc(pid, "environ")
+    if not environ:
+        return True  # unreadable: cannot tell, assume it is ours
+    return any(var.startswith(DARK_MARK.encode() + b"=") for var in environ.split(b"\0"))
+
+
+def kill_group(pid: int, sig: int = signal.SIGKILL) -> bool:
+    """Send ``sig`` to the process group ``pid``; returns whether there was one."""
+    try:
+        os.killpg(pid, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        log.error("not allowed to signal process group %s", pid)
+        return False
+
+
+# -- runner children ------------------------------------------------------------------
+
+_children: list[subprocess.Popen] = []
+_children_lock = threading.Lock()
+
+
+def reap_runners() -> int:
+    """Reap runners this process launched that have exited; returns how many still run."""
+    with _children_lock:
+        _children[:] = [child for child in _children if child.poll() is None]
+        return len(_children)
+
+
+# -- the drone ----------------------------------------------------------------------
+
+
+class LocalDrone(DroneBackend):
+    def __init__(
+        self,
+        hostname: str = "localhost",
+        *,
+        max_processes: int = 1000,
+        heartbeat_seconds: float = 2.0,
+        heartbeat_timeout: timedelta = timedelta(seconds=30),
+        runner_log: str | os.PathLike[str] | None = None,
+        project_dir: str | os.PathLike[str] | None = None,
+        python: str | None = None,
+    ) -> None:
+        self.hostname = hostname
+        self.max_processes = max_processes
+        self.heartbeat_seconds = heartbeat_seconds
+        self.heartbeat_timeout = heartbeat_timeout
+        self._runner_log = Path(runner_log) if runner_log else None
+        self.project_dir = Path(project_dir or settings.BASE_DIR)
+        self.python = python or sys.executable
+        self.machine = socket.gethostname()
+        # record id → when an adopting runner was started (only to avoid starting
+        # one per tick while the first is coming up; the adopt itself is a CAS).
+        self._adopting: dict[int, float] = {}
+
+    def __repr__(self) -> str:
+        return f"LocalDrone({self.hostname!r})"
+
+    @property
+    def runner_log(self) -> Path:
+        """Where runners' own output goes (the commands write to their ``log_file``)."""
+        return self._runner_log or Path(settings.RESULTS_DIR) / "drone_tmp" / "runners.log"
+
+    # -- DroneBackend ---------------------------------------------------------------
+
+    def launch(self, process: Process) -> None:
+        if not process.mark_launched():
+            log.info("process %s is no longer waiting for a launch; not launching it", process.pk)
+            return
+        self._spawn([str(process.pk)])
+
+    def kill(self, process: Process) -> None:
+        process.request_kill()
+        # Act at once when the command is visibly ours; the runner would otherwise
+        # notice the request at its next heartbeat.
+        if (
+            process.state == Process.State.RUNNING
+            and process.pid
+            and process.runner_host == self.machine
+            and is_our_command(process.pid)
+        ):
+            kill_group(process.pid)
+
+    def check(self, processes: Sequence[Process]) -> None:
+        reap_runners()
+        cutoff = timezone.now() - self.heartbeat_timeout
+        now = time.monotonic()
+        for process in processes:
+            if process.state != Process.State.RUNNING:
+                continue
+            if process.heartbeat_at is not None and process.heartbeat_at >= cutoff:
+                continue
+            if process.runner_host and process.runner_host != self.machine:
+                log.warning(
+                    "process %s: runner on %s has not beaten since %s; cannot inspect that machine",
+                    process.pk, process.runner_host, process.heartbeat_at,
+                )
+                continue
+            if is_runner(process.runner_pid):
+                log.warning("process %s: runner %s is alive but late with its heartbeat",
+                            process.pk, process.runner_pid)
+                continue
+            started = self._adopting.get(process.pk)
+            if started is not None and now - started < self.heartbeat_timeout.total_seconds():
+                continue
+            self._settle_orphan(process)
+        live = {p.pk for p in processes}
+        self._adopting = {pk: t for pk, t in self._adopting.items() if pk in live}
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _settle_orphan(self, process: Process) -> None:
+        """The runner of a running record is gone: record, adopt or mark lost."""
+        pidfile = read_pidfile(process.pidfile_path)
+        if pidfile is not None and process.pid is None and not self._fresh(process):
+            pidfile = None  # left over from an earlier run: the runner died before starting
+        if pidfile is not None and pidfile.finished:
+            log.warning("process %s: runner %s died; exit status %s taken from the pidfile",
+                        process.pk, process.runner_pid, pidfile.exit_status)
+            process.record_exit(pidfile.exit_status, pidfile.tests_failed)
+            return
+        pid = process.pid or (pidfile.pid if pidfile is not None and pidfile.valid else None)
+        if is_our_command(pid):
+            if process.pid is None:
+                process.record_pid(pid)
+            log.warning("process %s: runner %s died, command %s still runs; adopting it",
+                        process.pk, process.runner_pid, pid)
+            self._adopting[process.pk] = time.monotonic()
+            self._spawn([str(process.pk), "--adopt"])
+            return
+        pidfile = read_pidfile(process.pidfile_path)  # it may have just exited
+        if pidfile is not None and pidfile.finished and (process.pid or self._fresh(process)):
+            process.record_exit(pidfile.exit_status, pidfile.tests_failed)
+            return
+        reason = (
+            "runner died before starting the command" if pid is None
+            else "runner and command are gone and the pidfile has no exit status"
+        )
+        log.warning("process %s lost: %s", process.pk, reason)
+        process.mark_lost(reason)
+
+    @staticmethod
+    def _fresh(process: Process) -> bool:
+        """Whether the pidfile was written after the record was claimed."""
+        try:
+            mtime = os.stat(process.pidfile_path).st_mtime
+        except OSError:
+            return False
+        if process.started_at is None:
+            return False
+        started = process.started_at
+        started_ts = (timezone.make_aware(started) if timezone.is_naive(started) else started).timestamp()
+        return mtime >= started_ts - 1
+
+    def _spawn(self, args: list[str]) -> None:
+        reap_runners()
+        argv = [
+            self.python, "-m", RUNNER_MODULE, *args,
+            "--heartbeat", str(self.heartbeat_seconds),
+            "--database-name", str(connection.settings_dict["NAME"]),
+        ]
+        env = dict(os.environ)
+        env.setdefault("DJANGO_SETTINGS_MODULE", os.environ.get("DJANGO_SETTINGS_MODULE", "settings"))
+        try:
+            self.runner_log.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.runner_log, "ab") as out:
+                child = subprocess.Popen(
+                    argv, cwd=self.project_dir, env=env, stdin=subprocess.DEVNULL,
+                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                )
+        except OSError:
+            # launched_at is set: relaunch_stale retries later.
+            log.exception("could not start a runner: %s", argv)
+            return
+        with _children_lock:
+            _children.append(child)

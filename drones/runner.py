@@ -1,0 +1,301 @@
+"""Run one process record: ``python -m drones.runner <process_id>``.
+
+1. Claim the record (``queued → running`` with this runner's pid). Losing the
+   claim — someone else has it, or it is no longer queued — means exit 0 without
+   running anything, which makes duplicate launches harmless.
+2. Create the working directory, append a ``*****`` banner to the log file,
+   delete a stale pidfile, and start the command in its own session and process
+   group with stdin from /dev/null, stdout and stderr to the log, and
+   ``AUTOTEST_SCHEDULER_DARK_MARK=<runner pid>`` in its environment. A command
+   that cannot be started (missing or non-executable program, bad working
+   directory) is recorded as an ordinary failure: exit status ``127 << 8``.
+3. While it runs, beat every ``--heartbeat`` seconds; when ``kill_requested``
+   is set, SIGKILL the command's whole process group.
+4. Record the wait status and the failed-test count from the pidfile's third
+   line (0 for a clean exit without one).
+
+``--adopt`` takes over a *running* record whose runner died while its command
+lives on (``LocalDrone.check`` starts it): it watches the pid instead of
+waiting for a child, still honours kill requests, and records the exit status
+from the pidfile when the command goes (or marks the record lost).
+
+The runner needs the database only; it never talks to the scheduler, so the
+scheduler may die and restart at any time. Database errors while the command
+runs are logged and retried.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+log = logging.getLogger("drones.runner")
+
+#: How long to keep retrying to record an exit status while the database is unreachable.
+RECORD_RETRY_SECONDS = 300.0
+#: How often a runner in adopt mode looks at the pid it watches.
+ADOPT_POLL_SECONDS = 0.1
+
+
+def _timestamp() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+class Runner:
+    def __init__(self, process_id: int, heartbeat: float = 2.0) -> None:
+        self.process_id = process_id
+        self.heartbeat_seconds = max(0.05, heartbeat)
+        self.me = os.getpid()
+        self.host = socket.gethostname()
+        self.process: Any = None
+
+    # -- normal mode -----------------------------------------------------------------
+
+    def run(self) -> int:
+        from .models import Process
+        from .pidfile import CANNOT_START_STATUS, read_pidfile, wait_status
+
+        process = Process.objects.filter(pk=self.process_id).first()
+        if process is None:
+            log.warning("process %s: no such record; nothing to run", self.process_id)
+            return 0
+        if not process.claim(self.me, self.host):
+            log.info("process %s: not claimed (someone else has it or it is no longer queued)",
+                     self.process_id)
+            return 0
+        self.process = process
+        log.info("process %s: claimed by runner %s on %s", process.pk, self.me, self.host)
+
+        try:
+            child = self._start(process)
+        except Exception as exc:  # noqa: BLE001 - any failure to start is the command's failure
+            log.warning("process %s: cannot start %r: %s", process.pk, process.command, exc)
+            return self._finish(CANNOT_START_STATUS, None)
+        self._db(process.record_pid, child.pid)
+        outcome = self._supervise(child)
+        if outcome is not None:
+            return outcome
+        status = wait_status(child.returncode)
+        pidfile = read_pidfile(process.pidfile_path)
+        if pidfile is not None and pidfile.finished:
+            tests_failed = pidfile.tests_failed
+        else:
+            tests_failed = 0 if status == 0 else None
+        return self._finish(status, tests_failed)
+
+    def _start(self, process: Any) -> subprocess.Popen:
+        """Start the command (see the module docstring); raises if it cannot be started."""
+        from .local import DARK_MARK
+
+        command = process.command
+        os.makedirs(os.path.dirname(process.log_file), exist_ok=True)
+        with open(process.log_file, "ab") as logfile:
+            try:
+                if not isinstance(command, list) or not command or not all(
+                    isinstance(arg, str) for arg in command
+                ):
+                    raise ValueError(f"the command must be a non-empty list of strings: {command!r}")
+                logfile.write(f"***** {_timestamp()} {shlex.join(command)}\n".encode())
+                logfile.flush()
+                os.makedirs(process.working_dir, exist_ok=True)
+                if os.path.lexists(process.pidfile_path):
+                    logfile.write(f"***** removing stale pidfile {process.pidfile_path}\n".encode())
+                    logfile.flush()
+                    os.unlink(process.pidfile_path)
+                env = dict(os.environ)
+                env[DARK_MARK] = str(self.me)
+                child = subprocess.Popen(
+                    command, cwd=process.working_dir, env=env, stdin=subprocess.DEVNULL,
+                    stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                )
+            except Exception as exc:
+                logfile.write(f"***** {_timestamp()} cannot start the command: {exc}\n".encode())
+                raise
+        log.info("process %s: started pid %s: %s", process.pk, child.pid, shlex.join(command))
+        return child
+
+    def _supervise(self, child: subprocess.Popen) -> int | None:
+        """Wait for the child, beating and honouring kills; an int means stop with that code."""
+        from .local import kill_group
+
+        killed = False
+        next_beat = time.monotonic() + self.heartbeat_seconds
+        while True:
+            try:
+                child.wait(timeout=max(0.01, next_beat - time.monotonic()))
+                return None
+            except subprocess.TimeoutExpired:
+                pass
+            next_beat = time.monotonic() + self.heartbeat_seconds
+            verdict = self._beat()
+            if verdict == "gone":
+                log.warning("process %s: the record is gone or settled; killing pid %s",
+                            self.process_id, child.pid)
+                kill_group(child.pid)
+                child.wait()
+                return 0
+            if verdict == "superseded":
+                log.warning("process %s: another runner has taken over; leaving", self.process_id)
+                return 0
+            if verdict == "kill" and not killed:
+                log.info("process %s: kill requested; SIGKILL to process group %s",
+                         self.process_id, child.pid)
+                kill_group(child.pid)
+                killed = True
+
+    def _beat(self) -> str:
+        """One heartbeat: "ok", "kill", "gone", "superseded" or "error"."""
+        from django.db import DatabaseError
+
+        from .models import Process
+
+        process = self.process
+        try:
+            if process.heartbeat():
+                return "kill" if process.kill_requested else "ok"
+            row = Process.objects.filter(pk=process.pk).values_list("state", "runner_pid").first()
+        except DatabaseError as exc:
+            log.warning("process %s: heartbeat failed: %s", process.pk, exc)
+            self._reset_connection()
+            return "error"
+        if row is None or row[0] != Process.State.RUNNING:
+            return "gone"
+        return "superseded"
+
+    # -- adopt mode ------------------------------------------------------------------
+
+    def adopt(self) -> int:
+        from .local import is_our_command, is_runner, kill_group
+        from .models import Process
+        from .pidfile import read_pidfile
+
+        process = Process.objects.filter(pk=self.process_id).first()
+        if process is None or process.state != Process.State.RUNNING or not process.pid:
+            log.info("process %s: nothing to adopt", self.process_id)
+            return 0
+        if process.runner_host == self.host and is_runner(process.runner_pid):
+            log.info("process %s: its runner %s is alive; not adopting", process.pk, process.runner_pid)
+            return 0
+        if not process.adopt(self.me, self.host):
+            log.info("process %s: adopted by someone else", process.pk)
+            return 0
+        self.process = process
+        log.info("process %s: adopted pid %s", process.pk, process.pid)
+        killed = False
+        next_beat = time.monotonic() + self.heartbeat_seconds
+        while is_our_command(process.pid):
+            time.sleep(ADOPT_POLL_SECONDS)
+            if time.monotonic() < next_beat:
+                continue
+            next_beat = time.monotonic() + self.heartbeat_seconds
+            verdict = self._beat()
+            if verdict == "gone":
+                kill_group(process.pid)
+                return 0
+            if verdict == "superseded":
+                return 0
+            if verdict == "kill" and not killed:
+                kill_group(process.pid)
+                killed = True
+        pidfile = read_pidfile(process.pidfile_path)
+        if pidfile is not None and pidfile.finished:
+            return self._finish(pidfile.exit_status, pidfile.tests_failed)
+        if killed:
+            return self._finish(int(signal.SIGKILL), None)
+        return self._retry(
+            process.mark_lost, "the command exited unwatched and its pidfile has no exit status"
+        )
+
+    # -- recording -------------------------------------------------------------------
+
+    def _finish(self, exit_status: int, tests_failed: int | None) -> int:
+        log.info("process %s: exit status %s, tests failed %s", self.process_id, exit_status, tests_failed)
+        return self._retry(self.process.record_exit, exit_status, tests_failed)
+
+    def _retry(self, method: Any, *args: Any) -> int:
+        """Call a recording method until the database answers; 0 on success, 1 on giving up."""
+        from django.db import DatabaseError
+
+        deadline = time.monotonic() + RECORD_RETRY_SECONDS
+        delay = 0.2
+        while True:
+            try:
+                won = method(*args)
+                break
+            except DatabaseError as exc:
+                if time.monotonic() > deadline:
+                    log.error("process %s: giving up recording %s%r: %s",
+                              self.process_id, method.__name__, args, exc)
+                    return 1
+                log.warning("process %s: %s failed (%s); retrying", self.process_id, method.__name__, exc)
+                self._reset_connection()
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if not won:
+            log.warning("process %s: record is no longer running; %s%r not applied",
+                        self.process_id, method.__name__, args)
+        return 0
+
+    def _db(self, method: Any, *args: Any) -> Any:
+        """A best-effort write while the command runs (a failure is logged, not fatal)."""
+        from django.db import DatabaseError
+
+        try:
+            return method(*args)
+        except DatabaseError as exc:
+            log.warning("process %s: %s failed: %s", self.process_id, method.__name__, exc)
+            self._reset_connection()
+            return None
+
+    @staticmethod
+    def _reset_connection() -> None:
+        from django.db import connection
+
+        try:
+            connection.close()
+        except Exception:  # noqa: BLE001 - a broken connection may fail to close
+            pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m drones.runner", description=__doc__.splitlines()[0])
+    parser.add_argument("process_id", type=int)
+    parser.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
+    parser.add_argument("--adopt", action="store_true",
+                        help="take over a running record whose runner died")
+    parser.add_argument("--database-name", default=None,
+                        help="use this database name instead of the configured one "
+                             "(the launcher passes the one it is connected to)")
+    args = parser.parse_args(argv)
+
+    # Detached from any terminal: take default dispositions (a shell's background
+    # job would have SIGINT/SIGQUIT ignored) so the command does not inherit SIG_IGN.
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
+    if args.database_name:
+        from django.conf import settings
+
+        settings.DATABASES["default"]["NAME"] = args.database_name
+
+    import django
+
+    django.setup()
+    from django.db import connections
+
+    runner = Runner(args.process_id, heartbeat=args.heartbeat)
+    try:
+        return runner.adopt() if args.adopt else runner.run()
+    finally:
+        connections.close_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

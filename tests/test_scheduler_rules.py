@@ -1,0 +1,221 @@
+"""Scheduler rules checked against the database: matching (§4.2/§4.4), cleanup (§3.17), mail, aborts."""
+from __future__ import annotations
+
+import random
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from afe.models import AclGroup, Host, HostQueueEntry, Job, Protection, RebootBefore, SpecialTask, User
+from scheduler import cleanup
+from scheduler.hosts import release_idle_hosts
+
+Status = HostQueueEntry.Status
+
+
+@pytest.fixture
+def owner(transactional_db) -> User:
+    return User.system_user()
+
+
+def job(owner: User, **kwargs) -> Job:
+    kwargs.setdefault("name", "test")
+    kwargs.setdefault("control_file", "x")
+    kwargs.setdefault("reboot_before", RebootBefore.NEVER)
+    kwargs.setdefault("run_reset", False)
+    return Job.create(owner=owner, **kwargs)
+
+
+def entry(job: Job) -> HostQueueEntry:
+    return job.hostqueueentry_set.select_related("host").get()
+
+
+class TestMatchingAgainstTheDatabase:
+    def test_explicit_host_is_leased_and_queued_with_its_prejob_task(self, scheduler, lab, owner):
+        """H4: the entry holds its host (active, still Queued) while its Verify is queued."""
+        j = job(owner, hosts=["host1"], run_verify=True)
+        release_idle_hosts()
+        from scheduler.assign import schedule_new_jobs
+
+        schedule_new_jobs(scheduler.ctx)
+        e = entry(j)
+        assert (e.status, e.active, e.host.leased) == (Status.QUEUED, True, True)
+        assert list(SpecialTask.objects.values_list("task", "queue_entry_id")) == [("Verify", e.pk)]
+
+    def test_host_lacking_a_dependency_is_not_leased(self, scheduler, lab, owner):
+        """H5: a pre-assigned host that does not match stays unleased; the entry stays inactive."""
+        j = job(owner, hosts=["host2"])
+        Host.labels.through.objects.filter(host__hostname="host2").delete()
+        Job.dependency_labels.through.objects.create(job=j, label_id=Host.objects.get(hostname="host1").labels.first().pk)
+        release_idle_hosts()
+        from scheduler.assign import schedule_new_jobs
+
+        schedule_new_jobs(scheduler.ctx)
+        e = entry(j)
+        assert (e.status, e.active, e.host.leased) == (Status.QUEUED, False, False)
+
+    def test_leased_host_is_left_alone_until_released(self, scheduler, lab, owner):
+        """H6: a host still leased is not taken; the release pass frees it when it is idle and Ready."""
+        j = job(owner, hosts=["host1"])
+        from scheduler.assign import schedule_new_jobs
+
+        schedule_new_jobs(scheduler.ctx)
+        assert not entry(j).active
+        assert release_idle_hosts() == 3  # host1..host3; the locked host stays leased
+        schedule_new_jobs(scheduler.ctx)
+        assert entry(j).active
+
+    def test_hosts_outside_the_owners_acls_are_not_used(self, scheduler, lab, make_host):
+        """S5: a metahost entry needs a host sharing an ACL group with the job's owner."""
+        alice = User.objects.create(login="alice2")
+        private = AclGroup.objects.create(name="private")
+        private.hosts.add(*Host.objects.filter(hostname__in=["host1", "host2", "host3"]))
+        AclGroup.rebalance_everyone()
+        j = job(alice, meta_hosts=["board:x"])
+        scheduler.tick(3)
+        assert entry(j).host_id is None
+        private.users.add(alice)
+        scheduler.tick(2)
+        assert entry(j).host is not None
+
+    def test_a_running_host_is_not_given_to_another_job(self, scheduler, autoserv, lab, owner):
+        """S4: a host is released only when idle."""
+        autoserv.set("job", "hold")
+        first = job(owner, hosts=["host1"])
+        scheduler.run_until(lambda: autoserv.calls("job"), "the first job to start")
+        second = job(owner, meta_hosts=["pool:a"])
+        scheduler.tick(5)
+        assert entry(second).host_id is None
+        autoserv.release("job", 0)
+        scheduler.run_until_idle()
+        assert entry(first).status == entry(second).status == Status.COMPLETED
+
+    def test_higher_priority_entry_gets_the_host_first(self, scheduler, autoserv, lab, owner):
+        """S2: priority, then age."""
+        low = job(owner, hosts=["host1"], priority=10)
+        high = job(owner, hosts=["host1"], priority=80)
+        autoserv.set("job", "hold")
+        scheduler.run_until(lambda: autoserv.calls("job"), "a job to start")
+        assert entry(high).status == Status.RUNNING and entry(low).status == Status.QUEUED
+        autoserv.release("job", 0)
+        scheduler.run_until_idle()
+
+
+class TestPeriodicCleanup:
+    def test_reverify_dead_hosts_skips_locked_and_do_not_verify_hosts(self, lab, owner, make_host):
+        """C1: only unlocked, verifiable Repair Failed hosts get a Verify."""
+        for name in ("host1", "host2", "host3"):
+            Host.objects.filter(hostname=name).update(status=Host.Status.REPAIR_FAILED)
+        Host.objects.filter(hostname="host2").update(locked=True)
+        Host.objects.filter(hostname="host3").update(protection=Protection.DO_NOT_VERIFY)
+        assert cleanup.reverify_dead_hosts(0, owner, random.Random(1)) == 1
+        assert list(SpecialTask.objects.values_list("host__hostname", "task")) == [("host1", "Verify")]
+
+    def test_reverify_is_rate_limited(self, owner, make_host):
+        """C2: at most ``reverify_max_hosts_at_once`` per round."""
+        for i in range(4):
+            make_host(f"dead{i}", status=Host.Status.REPAIR_FAILED)
+        assert cleanup.reverify_dead_hosts(2, owner, random.Random(1)) == 2
+        assert SpecialTask.objects.filter(task="Verify").count() == 2
+
+    def test_max_runtime_aborts_long_running_entries(self, lab, owner):
+        j = job(owner, hosts=["host1"], max_runtime_mins=10)
+        HostQueueEntry.objects.filter(job=j).update(status=Status.RUNNING, active=True,
+                                                    started_on=timezone.now() - timedelta(minutes=11))
+        assert cleanup.abort_entries_past_max_runtime(timezone.now(), owner) == 1
+        assert entry(j).aborted
+
+    def test_blocks_of_finished_jobs_are_cleared(self, lab, owner):
+        from afe.models import IneligibleHostQueue
+
+        j = job(owner, hosts=["host1"])
+        assert IneligibleHostQueue.objects.filter(job=j).exists()
+        HostQueueEntry.objects.filter(job=j).update(status=Status.COMPLETED, complete=True)
+        assert cleanup.clear_inactive_blocks() == 1
+
+    def test_daily_upkeep_fixes_aborted_entries_left_active(self, scheduler, lab, owner):
+        j = job(owner, hosts=["host1"])
+        HostQueueEntry.objects.filter(job=j).update(status=Status.ABORTED, active=True, complete=True)
+        scheduler.dispatcher.cleanup.run_daily(timezone.now())
+        assert not entry(j).active
+
+
+class TestMail:
+    def test_per_status_mail_and_the_job_complete_summary(self, scheduler, autoserv, lab, owner):
+        """The original never sent the job-complete mail (§6.1 #1)."""
+        j = job(owner, hosts=["host1", "host2"], email_list="dev@lab, qa@lab")
+        scheduler.run_until_idle()
+        subjects = [m.subject for m in mail.outbox]
+        assert sum("Status: Completed" in s for s in subjects) == 2
+        assert [s for s in subjects if "Job complete" in s] == [f'Autotest | Job ID: {j.pk} "test" | Job complete']
+        assert all(m.to == ["dev@lab", "qa@lab"] for m in mail.outbox)
+
+    def test_operator_digest_goes_to_the_notify_addresses(self, scheduler, lab, owner):
+        scheduler.with_config(notify_email=("ops@lab",))
+        scheduler.notifier.operator("Something odd", "details")
+        scheduler.tick()
+        [digest] = [m for m in mail.outbox if m.to == ["ops@lab"]]
+        assert "Something odd" in digest.body
+
+    def test_no_mail_for_statuses_not_asked_for(self, scheduler, autoserv, lab, owner):
+        scheduler.with_config(notify_email_statuses=frozenset({"failed"}))
+        job(owner, hosts=["host1"], email_list="dev@lab")
+        scheduler.run_until_idle()
+        assert not [m for m in mail.outbox if "Status:" in m.subject]
+
+
+class TestAborts:
+    def test_abort_while_pending_frees_the_host(self, scheduler, autoserv, lab, owner):
+        j = job(owner, hosts=["host1", "host2"], synch_count=2)
+        Host.objects.filter(hostname="host2").update(locked=True, lock_reason="later")
+        scheduler.run_until(lambda: entry_status(j, "host1") == Status.PENDING, "host1 to wait for host2")
+        j.abort(by=owner)
+        scheduler.run_until_idle()
+        assert set(j.hostqueueentry_set.values_list("status", flat=True)) == {Status.ABORTED}
+        assert Host.objects.get(hostname="host1").status == Host.Status.READY
+
+    def test_abort_of_a_running_special_task_kills_it_and_repairs(self, scheduler, autoserv, lab, owner):
+        autoserv.set("verify", "hold")
+        task = SpecialTask.schedule_special_task(Host.objects.get(hostname="host2"), "Verify", owner)
+        scheduler.run_until(lambda: autoserv.calls("verify"), "the verify to start")
+        SpecialTask.objects.filter(pk=task.pk).abort()
+        autoserv.set("verify", 0)
+        scheduler.run_until_idle()
+        task.refresh_from_db()
+        assert task.is_complete and not task.success
+        assert autoserv.kinds() == ["verify", "repair", ]
+
+    def test_aborted_task_that_never_started_is_not_run(self, scheduler, autoserv, lab, owner):
+        """§6.1 #6: the original still ran it."""
+        Host.objects.filter(hostname="host3").update(locked=True, lock_reason="wait")
+        task = SpecialTask.schedule_special_task(Host.objects.get(hostname="host3"), "Verify", owner)
+        SpecialTask.objects.filter(pk=task.pk).update(is_aborted=True)
+        Host.objects.filter(hostname="host3").update(locked=False)
+        scheduler.tick(5)
+        task.refresh_from_db()
+        assert task.is_complete and not task.success
+        assert autoserv.kinds() == []
+
+
+def entry_status(j: Job, hostname: str) -> str:
+    return j.hostqueueentry_set.get(host__hostname=hostname).status
+
+
+class TestResilience:
+    def test_a_failing_step_is_logged_and_the_rest_of_the_tick_runs(self, scheduler, lab, owner, caplog):
+        j = job(owner, hosts=["host1"])
+        original = scheduler.dispatcher.apply_finished_processes
+        scheduler.dispatcher.apply_finished_processes = lambda: 1 / 0
+        report = scheduler.dispatcher.tick()
+        report = scheduler.dispatcher.tick()
+        assert report.errors == ["processes_finished"]
+        assert "tick step processes_finished failed" in caplog.text
+        assert entry(j).active  # scheduling still happened
+        scheduler.dispatcher.apply_finished_processes = original
+
+    def test_step_times_are_kept_for_metrics(self, scheduler, lab):
+        scheduler.tick(2)
+        assert set(scheduler.dispatcher.step_seconds) >= {"entries_scheduled", "work_started", "hosts_released"}
+        assert all(seconds >= 0 for seconds in scheduler.dispatcher.step_seconds.values())

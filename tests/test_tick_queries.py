@@ -1,0 +1,54 @@
+"""A tick costs a fixed number of queries, however many hosts and entries the lab has."""
+from __future__ import annotations
+
+import dataclasses
+import time
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from afe.models import AclGroup, Host, HostQueueEntry, Job, Label, SpecialTask, User
+from drones.models import Process
+from scheduler.config import SchedulerConfig
+
+from .scheduler_harness import SchedulerHarness
+
+
+def build_lab(size: int, prefix: str) -> None:
+    """``size`` hosts on one board, and one job per host: half explicit, half metahost."""
+    board = Label.objects.create(name=f"board:{prefix}")
+    hosts = Host.objects.bulk_create([Host(hostname=f"{prefix}{i}") for i in range(size)])
+    Host.labels.through.objects.bulk_create([Host.labels.through(host_id=h.pk, label_id=board.pk) for h in hosts])
+    AclGroup.rebalance_everyone()
+    owner = User.system_user()
+    for i, host in enumerate(hosts):
+        where = {"hosts": [host.hostname]} if i % 2 else {"meta_hosts": [board.name]}
+        Job.create(owner=owner, name=f"{prefix}{i}", control_file="x", **where)
+
+
+def measure_scheduling_tick(scheduler: SchedulerHarness, size: int, prefix: str) -> int:
+    """Queries of the tick that assigns every entry of a new lab of ``size`` (and starts 4 tasks)."""
+    build_lab(size, prefix)
+    scheduler.tick()  # releases the new hosts
+    with CaptureQueriesContext(connection) as queries:
+        scheduler.tick()
+    assert HostQueueEntry.objects.filter(host__hostname__startswith=prefix, active=True).count() == size
+    assert SpecialTask.objects.filter(host__hostname__startswith=prefix, time_started__isnull=False).count() == 4
+    deadline = time.monotonic() + 60
+    while Process.objects.active().exists() and time.monotonic() < deadline:
+        time.sleep(0.05)  # the four started processes end before the next lab
+    # Take this lab out of the picture: its work is done, its hosts are locked.
+    HostQueueEntry.objects.update(status=HostQueueEntry.Status.COMPLETED, active=False, complete=True)
+    SpecialTask.objects.update(is_active=False, is_complete=True)
+    Host.objects.update(locked=True)
+    return len(queries)
+
+
+def test_twenty_and_five_hundred_entries_cost_the_same(autoserv, settings, transactional_db):
+    config = dataclasses.replace(SchedulerConfig.from_settings(settings), tick_seconds=0.05)
+    scheduler = SchedulerHarness(config, max_processes=4)
+    small = measure_scheduling_tick(scheduler, 20, "small")
+    large = measure_scheduling_tick(scheduler, 500, "large")
+    print(f"\nscheduling tick on {connection.vendor}: 20 entries on 20 hosts → {small} queries, "
+          f"500 entries on 500 hosts → {large} queries")
+    assert small == large
