@@ -61,9 +61,11 @@ def admit(requests: Sequence[StartRequest], drones: Sequence[DroneSlot]) -> list
 
     * A request with no processes is always admitted; its drone is its pinned
       drone, else the least-loaded drone it could use, else ``None``.
-    * Once a request with processes is refused, no later request with
-      processes is admitted this tick (so small work cannot starve a big
-      synchronous job).
+    * Once a request with processes is refused for lack of room, no later
+      request with processes is admitted this tick (so small work cannot
+      starve a big synchronous job). A request that no drone could ever take
+      (none usable, or none big enough) waits without blocking the others:
+      one misconfigured job must not stop the lab.
     * A request with processes starts only on one drone with room for all of
       them (``active + n <= max``; capacity on several drones is never
       combined). A pinned request may use only its pinned drone, which needs
@@ -83,7 +85,7 @@ def admit(requests: Sequence[StartRequest], drones: Sequence[DroneSlot]) -> list
             continue
         drone = _best_fitting_drone(request, drones, active)
         if drone is None:
-            refused_one = True
+            refused_one = _could_ever_fit(request, drones)
             continue
         active[drone.hostname] += request.num_processes
         admitted.append((request.key, drone.hostname))
@@ -115,6 +117,11 @@ def _load_key(drone: DroneSlot, active: Mapping[str, int]) -> tuple[float, int, 
     """
     used = active[drone.hostname] / drone.max_processes if drone.max_processes > 0 else 1.0
     return used, -drone.max_processes, drone.hostname
+
+
+def _could_ever_fit(request: StartRequest, drones: Sequence[DroneSlot]) -> bool:
+    """Whether some usable drone is big enough for the request once it has room."""
+    return any(_usable(request, drone) and request.num_processes <= drone.max_processes for drone in drones)
 
 
 def _best_fitting_drone(

@@ -591,9 +591,15 @@ def test_DM_allowed_drones_limit_the_choice() -> None:
     assert admit([work("job", allowed_drones=frozenset({"d2"}))], drones) == [("job", "d2")]
 
 
-def test_DM_empty_allowed_set_never_starts_and_blocks_later_work() -> None:
+def test_DM_empty_allowed_set_never_starts_but_does_not_block_later_work() -> None:
+    """Unlike the original, work no drone could ever take does not stall the lab."""
     requests = [work("nowhere", allowed_drones=frozenset()), work("later")]
-    assert admit(requests, one_drone(10)) == []
+    assert admit(requests, one_drone(10)) == [("later", "drone1")]
+
+
+def test_work_bigger_than_any_drone_does_not_block_later_work() -> None:
+    requests = [work("huge", 11), work("later")]
+    assert admit(requests, one_drone(10)) == [("later", "drone1")]
 
 
 def test_disabled_drone_gets_no_new_work() -> None:

@@ -219,3 +219,59 @@ class TestResilience:
         scheduler.tick(2)
         assert set(scheduler.dispatcher.step_seconds) >= {"entries_scheduled", "work_started", "hosts_released"}
         assert all(seconds >= 0 for seconds in scheduler.dispatcher.step_seconds.values())
+
+
+class TestDroneSets:
+    def test_a_job_whose_drone_set_has_no_usable_drone_never_starts(self, scheduler, autoserv, lab, owner):
+        """D1: an empty allowed set means the job cannot start."""
+        from afe.models import Drone, DroneSet
+
+        elsewhere = DroneSet.objects.create(name="elsewhere")
+        elsewhere.drones.add(Drone.objects.create(hostname="far-away-drone"))
+        j = job(owner, hosts=["host1"], drone_set="elsewhere")
+        scheduler.tick(6)
+        assert entry(j).status == Status.STARTING and autoserv.calls("job") == []
+
+    def test_a_job_runs_on_a_drone_of_its_drone_set(self, scheduler, autoserv, lab, owner):
+        from afe.models import Drone, DroneSet
+
+        here = DroneSet.objects.create(name="here")
+        here.drones.add(Drone.objects.create(hostname="localhost"))
+        j = job(owner, hosts=["host1"], drone_set="here")
+        scheduler.run_until_idle()
+        assert entry(j).status == Status.COMPLETED
+
+    def test_a_job_that_can_never_start_does_not_hold_up_the_others(self, scheduler, autoserv, lab, owner):
+        from afe.models import Drone, DroneSet
+
+        DroneSet.objects.create(name="empty")
+        stuck = job(owner, hosts=["host1"], drone_set="empty")
+        other = job(owner, hosts=["host2"])
+        scheduler.run_until(lambda: entry(other).status == Status.COMPLETED, "the other job to complete")
+        assert entry(stuck).status == Status.STARTING
+
+
+def test_a_lost_database_connection_is_retried_not_fatal(scheduler, lab, owner, caplog):
+    """The server drops the scheduler's connection between ticks; the loop reconnects and goes on."""
+    from django.db import connection, connections
+
+    from scheduler.lock import DatabaseLock
+    from scheduler.management.commands.run_scheduler import Command
+
+    if connection.vendor != "mysql":
+        pytest.skip("only a database server can drop a connection")
+    lock = DatabaseLock()
+    lock.acquire()
+    j = job(owner, hosts=["host1"])
+    connection.ensure_connection()
+    victim = connection.connection.thread_id()
+    killer = connections.create_connection("default")
+    command = Command()
+    command.stopping = False
+    with killer.cursor() as cursor:
+        cursor.execute(f"KILL {int(victim)}")
+    command.loop(scheduler.dispatcher, lock, tick_seconds=0.01, ticks=4, lifetime_hours=None)
+    killer.close()
+    assert "database error, reconnecting" in caplog.text
+    assert entry(j).active  # ticks after the reconnect scheduled the job
+    lock.release()
