@@ -252,7 +252,7 @@ class TestDroneSets:
 
 
 def test_a_lost_database_connection_is_retried_not_fatal(scheduler, lab, owner, caplog):
-    """The server drops the scheduler's connection between ticks; the loop reconnects and goes on."""
+    """The server drops the scheduler's connection in the middle of a tick; the loop reconnects and goes on."""
     from django.db import connection, connections
 
     from scheduler.lock import DatabaseLock
@@ -260,18 +260,26 @@ def test_a_lost_database_connection_is_retried_not_fatal(scheduler, lab, owner, 
 
     if connection.vendor != "mysql":
         pytest.skip("only a database server can drop a connection")
-    lock = DatabaseLock()
+
+    class ConnectionDroppedOnce(DatabaseLock):
+        dropped = False
+
+        def refresh(self, now=None) -> bool:
+            if not self.dropped:
+                self.dropped = True
+                connection.ensure_connection()
+                killer = connections.create_connection("default")
+                with killer.cursor() as cursor:
+                    cursor.execute(f"KILL {int(connection.connection.thread_id())}")
+                killer.close()
+            return super().refresh(now)
+
+    lock = ConnectionDroppedOnce()
     lock.acquire()
     j = job(owner, hosts=["host1"])
-    connection.ensure_connection()
-    victim = connection.connection.thread_id()
-    killer = connections.create_connection("default")
     command = Command()
     command.stopping = False
-    with killer.cursor() as cursor:
-        cursor.execute(f"KILL {int(victim)}")
     command.loop(scheduler.dispatcher, lock, tick_seconds=0.01, ticks=4, lifetime_hours=None)
-    killer.close()
     assert "database error, reconnecting" in caplog.text
     assert entry(j).active  # ticks after the reconnect scheduled the job
     lock.release()
