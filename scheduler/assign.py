@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from django.db import transaction
 
@@ -26,6 +28,7 @@ from .synch import put_pending, run_ready_jobs
 from .transitions import EntryStatus
 
 log = logging.getLogger(__name__)
+K = TypeVar("K")
 
 # Labels that ask for a host action rather than describe a host; never a hard dependency.
 SPECIAL_ACTION_LABELS = frozenset({"skip_provision", "modem_repair", "rpm", "cleanup-reboot"})
@@ -46,6 +49,14 @@ class LabelIndex:
         return self.names.get(label_id, "").startswith(PROVISION_PREFIXES)
 
 
+def grouped(pairs: Iterable[tuple[K, int]]) -> defaultdict[K, set[int]]:
+    """``[(a, 1), (a, 2), (b, 3)]`` → ``{a: {1, 2}, b: {3}}`` (missing keys read as empty sets)."""
+    result: defaultdict[K, set[int]] = defaultdict(set)
+    for key, value in pairs:
+        result[key].add(value)
+    return result
+
+
 def schedule_new_jobs(ctx: SchedulerContext) -> int:
     """Start queued hostless entries and assign hosts to the others; returns how many entries moved."""
     pending = list(
@@ -62,65 +73,87 @@ def schedule_new_jobs(ctx: SchedulerContext) -> int:
     with_hosts = [e for e in pending if not e.is_hostless()]
     if not with_hosts:
         return len(hostless)
-    assignments = match_entries(*_matching_inputs(with_hosts))
+    lab = LabSnapshot.load(with_hosts)
+    assignments = match_entries(lab.requests(with_hosts), lab.candidates(), lab.only_if_needed)
     if assignments:
-        assign_hosts(ctx, [e for e in with_hosts if e.pk in assignments], assignments)
+        assign_hosts(ctx, [e for e in with_hosts if e.pk in assignments], assignments, lab)
     return len(hostless) + len(assignments)
 
 
-def _matching_inputs(entries: list[HostQueueEntry]) -> tuple[list[EntryRequest], list[HostCandidate], frozenset[int]]:
-    """Load, in a fixed number of queries, everything the host matcher needs."""
-    job_ids = {e.job_id for e in entries}
-    deps: dict[int, set[int]] = defaultdict(set)
-    for job_id, label_id in Job.dependency_labels.through.objects.filter(job_id__in=job_ids).values_list(
-        "job_id", "label_id"
-    ):
-        deps[job_id].add(label_id)
-    owners = {e.job.owner for e in entries}
-    acls: dict[str, set[int]] = defaultdict(set)
-    for login, group_id in AclGroup.users.through.objects.filter(user__login__in=owners).values_list(
-        "user__login", "aclgroup_id"
-    ):
-        acls[login].add(group_id)
-    blocks: dict[int, set[int]] = defaultdict(set)
-    for job_id, host_id in IneligibleHostQueue.objects.filter(job_id__in=job_ids).values_list("job_id", "host_id"):
-        blocks[job_id].add(host_id)
+@dataclass
+class LabSnapshot:
+    """What matching and pre-job selection need, read in a fixed number of queries."""
 
-    hosts = list(Host.objects.filter(leased=False, locked=False).values("id", "hostname", "leased", "locked", "invalid"))
-    host_ids = [h["id"] for h in hosts]
-    host_labels: dict[int, set[int]] = defaultdict(set)
-    for host_id, label_id in Host.labels.through.objects.filter(host_id__in=host_ids).values_list("host_id", "label_id"):
-        host_labels[host_id].add(label_id)
-    host_acls: dict[int, set[int]] = defaultdict(set)
-    for host_id, group_id in AclGroup.hosts.through.objects.filter(host_id__in=host_ids).values_list("host_id", "aclgroup_id"):
-        host_acls[host_id].add(group_id)
+    job_labels: defaultdict[int, set[int]]
+    owner_acls: defaultdict[str, set[int]]
+    blocks: defaultdict[int, set[int]]
+    hosts: dict[int, dict]
+    host_labels: defaultdict[int, set[int]]
+    host_acls: defaultdict[int, set[int]]
+    labels: LabelIndex
+    only_if_needed: frozenset[int]
 
-    labels = load_label_index({label for ids in deps.values() for label in ids})
-    only_if_needed = frozenset(Label.objects.filter(only_if_needed=True).values_list("id", flat=True))
-
-    requests = [
-        EntryRequest(
-            entry_id=e.pk,
-            job_id=e.job_id,
-            priority=e.job.priority,
-            parent_job_id=e.job.parent_job_id,
-            host_id=e.host_id,
-            meta_host_id=e.meta_host_id,
-            dependency_ids=frozenset(d for d in deps[e.job_id] if labels.is_hard_dependency(d)),
-            preferred_ids=frozenset(d for d in deps[e.job_id] if labels.is_provisionable(d)),
-            acl_ids=frozenset(acls[e.job.owner]),
-            blocked_host_ids=frozenset(blocks[e.job_id]),
+    @classmethod
+    def load(cls, entries: list[HostQueueEntry]) -> LabSnapshot:
+        job_ids = {e.job_id for e in entries}
+        owners = {e.job.owner for e in entries}
+        hosts = {
+            h["id"]: h for h in Host.objects.filter(leased=False, locked=False).values(
+                "id", "hostname", "leased", "locked", "invalid", "dirty", "protection")
+        }
+        job_labels = grouped(Job.dependency_labels.through.objects.filter(job_id__in=job_ids).values_list(
+            "job_id", "label_id"))
+        host_labels = grouped(Host.labels.through.objects.filter(host_id__in=hosts).values_list(
+            "host_id", "label_id"))
+        label_ids = {l for ids in (*job_labels.values(), *host_labels.values()) for l in ids}
+        label_ids |= {e.meta_host_id for e in entries if e.meta_host_id}
+        return cls(
+            job_labels=job_labels,
+            owner_acls=grouped(AclGroup.users.through.objects.filter(user__login__in=owners).values_list(
+                "user__login", "aclgroup_id")),
+            blocks=grouped(IneligibleHostQueue.objects.filter(job_id__in=job_ids).values_list("job_id", "host_id")),
+            hosts=hosts,
+            host_labels=host_labels,
+            host_acls=grouped(AclGroup.hosts.through.objects.filter(host_id__in=hosts).values_list(
+                "host_id", "aclgroup_id")),
+            labels=load_label_index(label_ids),
+            only_if_needed=frozenset(Label.objects.filter(only_if_needed=True).values_list("id", flat=True)),
         )
-        for e in entries
-    ]
-    candidates = [
-        HostCandidate(
-            id=h["id"], hostname=h["hostname"], leased=h["leased"], locked=h["locked"], invalid=h["invalid"],
-            label_ids=frozenset(host_labels[h["id"]]), acl_ids=frozenset(host_acls[h["id"]]),
-        )
-        for h in hosts
-    ]
-    return requests, candidates, only_if_needed
+
+    def requests(self, entries: list[HostQueueEntry]) -> list[EntryRequest]:
+        return [
+            EntryRequest(
+                entry_id=e.pk,
+                job_id=e.job_id,
+                priority=e.job.priority,
+                parent_job_id=e.job.parent_job_id,
+                host_id=e.host_id,
+                meta_host_id=e.meta_host_id,
+                dependency_ids=frozenset(d for d in self.job_labels[e.job_id] if self.labels.is_hard_dependency(d)),
+                preferred_ids=frozenset(d for d in self.job_labels[e.job_id] if self.labels.is_provisionable(d)),
+                acl_ids=frozenset(self.owner_acls[e.job.owner]),
+                blocked_host_ids=frozenset(self.blocks[e.job_id]),
+            )
+            for e in entries
+        ]
+
+    def candidates(self) -> list[HostCandidate]:
+        return [
+            HostCandidate(
+                id=pk, hostname=h["hostname"], leased=h["leased"], locked=h["locked"], invalid=h["invalid"],
+                label_ids=frozenset(self.host_labels[pk]), acl_ids=frozenset(self.host_acls[pk]),
+            )
+            for pk, h in self.hosts.items()
+        ]
+
+    def job_label_names(self, entry: HostQueueEntry) -> frozenset[str]:
+        """The metahost label and the dependency labels of the entry's job."""
+        ids = self.job_labels[entry.job_id] | ({entry.meta_host_id} - {None})
+        return frozenset(self.labels.names[l] for l in ids)
+
+    def host_label_names(self, host_id: int) -> frozenset[str]:
+        """The host's labels, platform excluded."""
+        return frozenset(self.labels.names[l] for l in self.host_labels[host_id] if l not in self.labels.platforms)
 
 
 def load_label_index(label_ids: set[int]) -> LabelIndex:
@@ -128,7 +161,9 @@ def load_label_index(label_ids: set[int]) -> LabelIndex:
     return LabelIndex({pk: name for pk, name, _ in rows}, {pk for pk, _, platform in rows if platform})
 
 
-def assign_hosts(ctx: SchedulerContext, entries: list[HostQueueEntry], assignments: dict[int, int]) -> None:
+def assign_hosts(
+    ctx: SchedulerContext, entries: list[HostQueueEntry], assignments: dict[int, int], lab: LabSnapshot
+) -> None:
     """Lease the matched hosts, bind them to their entries and queue pre-job tasks, all at once.
 
     A host that was locked or leased since it was read is skipped; its entry
@@ -151,26 +186,14 @@ def assign_hosts(ctx: SchedulerContext, entries: list[HostQueueEntry], assignmen
         IneligibleHostQueue.objects.bulk_create(
             [IneligibleHostQueue(job_id=e.job_id, host_id=e.host_id) for e in entries], ignore_conflicts=True
         )
-        ready = queue_prejob_tasks(entries)
+        ready = queue_prejob_tasks(entries, lab)
         put_pending(ready)
         run_ready_jobs({e.job_id for e in ready}, ctx.notifier)
     log.info("assigned %d host(s)", len(entries))
 
 
-def queue_prejob_tasks(entries: list[HostQueueEntry]) -> list[HostQueueEntry]:
+def queue_prejob_tasks(entries: list[HostQueueEntry], lab: LabSnapshot) -> list[HostQueueEntry]:
     """Create each entry's pre-job special tasks; returns the entries that need none."""
-    job_ids = {e.job_id for e in entries}
-    host_ids = {e.host_id for e in entries}
-    job_labels: dict[int, set[int]] = defaultdict(set)
-    for job_id, label_id in Job.dependency_labels.through.objects.filter(job_id__in=job_ids).values_list("job_id", "label_id"):
-        job_labels[job_id].add(label_id)
-    host_labels: dict[int, set[int]] = defaultdict(set)
-    for host_id, label_id in Host.labels.through.objects.filter(host_id__in=host_ids).values_list("host_id", "label_id"):
-        host_labels[host_id].add(label_id)
-    all_label_ids = {l for s in (*job_labels.values(), *host_labels.values()) for l in s}
-    all_label_ids |= {e.meta_host_id for e in entries if e.meta_host_id}
-    labels = load_label_index(all_label_ids)
-    hosts = Host.objects.in_bulk(host_ids)
     logins = {e.job.owner for e in entries}
     owners = dict(User.objects.filter(login__in=logins).values_list("login", "pk"))
     for login in logins - set(owners):  # owners normally exist: Job.create needs one
@@ -179,25 +202,21 @@ def queue_prejob_tasks(entries: list[HostQueueEntry]) -> list[HostQueueEntry]:
     tasks: list[SpecialTask] = []
     ready: list[HostQueueEntry] = []
     for entry in entries:
-        job, host = entry.job, hosts[entry.host_id]
+        job, host = entry.job, lab.hosts[entry.host_id]
         wanted = prejob.prejob_tasks(
             reboot_before=job.reboot_before,
             run_verify=job.run_verify,
             run_reset=job.run_reset,
-            host_dirty=host.dirty,
-            host_protection=host.protection,
-            job_label_names=frozenset(
-                labels.names[l] for l in job_labels[job.pk] | ({entry.meta_host_id} - {None})
-            ),
-            host_label_names=frozenset(
-                labels.names[l] for l in host_labels[host.pk] if l not in labels.platforms
-            ),
+            host_dirty=host["dirty"],
+            host_protection=host["protection"],
+            job_label_names=lab.job_label_names(entry),
+            host_label_names=lab.host_label_names(entry.host_id),
         )
         if not wanted:
             ready.append(entry)
             continue
         tasks += [
-            SpecialTask(host_id=host.pk, task=task, queue_entry_id=entry.pk, requested_by_id=owners[job.owner])
+            SpecialTask(host_id=entry.host_id, task=task, queue_entry_id=entry.pk, requested_by_id=owners[job.owner])
             for task in wanted
         ]
     SpecialTask.objects.bulk_create(tasks)
