@@ -18,11 +18,9 @@ from django.urls import reverse
 
 from afe.models import (
     AbortedHostQueueEntry,
-    AclGroup,
     Drone,
     DroneSet,
     Host,
-    HostAttribute,
     HostQueueEntry,
     Job,
     Label,

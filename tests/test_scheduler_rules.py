@@ -242,7 +242,7 @@ class TestDroneSets:
         assert entry(j).status == Status.COMPLETED
 
     def test_a_job_that_can_never_start_does_not_hold_up_the_others(self, scheduler, autoserv, lab, owner):
-        from afe.models import Drone, DroneSet
+        from afe.models import DroneSet
 
         DroneSet.objects.create(name="empty")
         stuck = job(owner, hosts=["host1"], drone_set="empty")

@@ -5,7 +5,6 @@ import logging
 from collections import defaultdict
 
 from django.db import transaction
-from django.utils import timezone
 
 from afe.models import Host, HostQueueEntry, IneligibleHostQueue, Job, Protection, SpecialTask
 from drones.models import Process
