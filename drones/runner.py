@@ -209,6 +209,8 @@ class Runner:
             return self._finish(pidfile.exit_status, pidfile.tests_failed)
         if killed:
             return self._finish(int(signal.SIGKILL), None)
+        log.warning("process %s: pid %s is gone and its pidfile has no exit status; lost",
+                    process.pk, process.pid)
         return self._retry(
             process.mark_lost, "the command exited unwatched and its pidfile has no exit status"
         )

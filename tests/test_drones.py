@@ -18,6 +18,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
 from django.utils import timezone
 
 from drones.base import DroneManager
@@ -261,8 +262,8 @@ def test_a_kill_request_kills_the_whole_process_group(drone, make_process, workd
     process = make_process("sleep 60 & echo $! > child.pid; wait")
     drone.launch(process)
     wait_started(process)
-    child_pid = int(wait_for(lambda: (workdir / "child.pid").exists() and (workdir / "child.pid").read_text().strip(),
-                             "the child pid"))
+    child_file = workdir / "child.pid"
+    child_pid = int(wait_for(lambda: child_file.exists() and child_file.read_text().strip(), "the child pid"))
     assert pid_alive(process.pid) and pid_alive(child_pid)
     assert process.request_kill()
     wait_state(process, "exited", timeout=10)
@@ -307,7 +308,8 @@ def test_the_runner_outlives_the_process_that_launched_it(make_process, workdir,
         "import django; django.setup()\n"
         "from drones.local import LocalDrone\n"
         "from drones.models import Process\n"
-        "LocalDrone(heartbeat_seconds=0.2, runner_log=sys.argv[3]).launch(Process.objects.get(pk=int(sys.argv[2])))\n"
+        "drone = LocalDrone(heartbeat_seconds=0.2, runner_log=sys.argv[3])\n"
+        "drone.launch(Process.objects.get(pk=int(sys.argv[2])))\n"
     )
     subprocess.run(
         [sys.executable, "-c", launcher, str(connection.settings_dict["NAME"]), str(process.pk),
@@ -415,7 +417,8 @@ def test_the_manager_queues_intent_then_launches_it(drone, workdir):
     assert launched == [first, second]
     assert len(queries) == 1 + len(launched), "one read, then one compare-and-set per launch"
     assert manager.launch_queued() == []
-    wait_state(first, "exited") and wait_state(second, "exited")
+    wait_state(first, "exited")
+    wait_state(second, "exited")
     assert (first.exit_status, second.exit_status) == (0, 256)
     assert manager.active_processes_by_drone() == {"localhost": 0}
 
@@ -487,3 +490,17 @@ def test_manager_from_settings_uses_the_local_drone(settings):
     manager = DroneManager.from_settings()
     assert [(type(d).__name__, d.hostname) for d in manager.drones()] == [("LocalDrone", "localhost")]
     assert manager.drone("localhost").max_processes == django_settings.SCHEDULER["max_processes_per_drone"]
+
+
+def test_the_admin_lists_processes_and_can_kill_them(admin_client, make_process):
+    running = make_process("true")
+    running.claim(runner_pid=1, runner_host="elsewhere", pid=2)
+    url = reverse("admin:drones_process_changelist")
+    response = admin_client.get(url)
+    assert response.status_code == 200 and b"verify" in response.content
+    response = admin_client.post(
+        url, {"action": "kill_processes", "_selected_action": [running.pk]}
+    )
+    assert response.status_code == 302
+    running.refresh_from_db()
+    assert running.kill_requested
