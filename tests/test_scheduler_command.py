@@ -125,3 +125,10 @@ def test_kill_9_at_any_point_loses_nothing_and_runs_nothing_twice(start_schedule
         assert list(job.hostqueueentry_set.values_list("status", flat=True)) == ["Completed"]
     runs = [call["hosts"][0] for call in autoserv.calls("job")]
     assert sorted(runs) == ["host1", "host2", "host3"]  # each job ran exactly once
+
+
+def test_lifetime_hours_ends_the_scheduler(start_scheduler, lab):
+    process = start_scheduler("--lifetime-hours", "0.0005")  # under two seconds
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0
+    assert "lifetime of 0.0005 hours reached" in output

@@ -269,3 +269,54 @@ def test_results_of_tasks_and_jobs_follow_the_layout(scheduler, autoserv, lab, o
     assert autoserv.calls("reset")[0]["argv"][2] == str(task_dir)
     assert Process.objects.filter(job=job, kind="parse").get().state == Process.State.EXITED
     assert host_states()["host1"] == "Ready" and task_states()[0] == ("host1", "Reset", "Completed")
+
+
+def test_abort_while_starting_ends_the_entry_and_cleans_the_host(scheduler, autoserv, lab, owner):
+    from afe.models import DroneSet
+
+    DroneSet.objects.create(name="nowhere")  # no drone may run it: the job waits in Starting
+    job = make_job(owner, hosts=["host3"], reboot_before=RebootBefore.NEVER, run_reset=False, drone_set="nowhere")
+    scheduler.run_until(lambda: statuses(job) == [Status.STARTING], "the job to wait in Starting")
+    job.abort(by=owner)
+    scheduler.run_until_idle()
+    assert statuses(job) == [Status.ABORTED]
+    assert "job" not in autoserv.kinds() and "cleanup" in autoserv.kinds()
+    assert Host.objects.get(hostname="host3").status == Host.Status.READY
+
+
+def test_abort_while_parsing_lets_the_parser_finish_and_ends_aborted(scheduler, autoserv, lab, owner):
+    autoserv.set("parse", "hold")
+    job = make_job(owner, hosts=["host1"], reboot_before=RebootBefore.NEVER, run_reset=False)
+    scheduler.run_until(lambda: autoserv.calls("parse"), "the parser to start")
+    job.abort(by=owner)
+    scheduler.tick(3)
+    assert statuses(job) == [Status.PARSING]
+    autoserv.release("parse", 0)
+    scheduler.run_until_idle()
+    assert statuses(job) == [Status.ABORTED]
+
+
+def test_failures_on_a_do_not_verify_host_are_ignored(scheduler, autoserv, lab, owner):
+    from afe.models import Protection
+
+    Host.objects.filter(hostname="host2").update(protection=Protection.DO_NOT_VERIFY)
+    autoserv.set("cleanup", 1)
+    job = make_job(owner, hosts=["host2"], reboot_before=RebootBefore.ALWAYS, run_verify=True)
+    scheduler.run_until_idle()
+    assert statuses(job) == [Status.COMPLETED]
+    assert autoserv.kinds() == ["cleanup", "job", "parse"]  # no verify, and no repair after the failed cleanup
+
+
+def test_parse_steps_keep_to_max_parse_processes(scheduler, autoserv, lab, owner):
+    scheduler.with_config(max_parse_processes=1)
+    autoserv.set("parse", "hold")
+    jobs = [make_job(owner, hosts=[h], reboot_before=RebootBefore.NEVER, run_reset=False) for h in ("host1", "host2")]
+    scheduler.run_until(lambda: autoserv.calls("parse"), "a parser to start")
+    scheduler.run_until(lambda: sorted(s for j in jobs for s in statuses(j)) == [Status.PARSING] * 2,
+                        "both jobs to wait for parsing")
+    scheduler.tick(3)
+    assert len(autoserv.calls("parse")) == 1
+    autoserv.release("parse", 0)
+    scheduler.run_until_idle()
+    assert [statuses(j) for j in jobs] == [[Status.COMPLETED], [Status.COMPLETED]]
+    assert len(autoserv.calls("parse")) == 2

@@ -92,3 +92,17 @@ def test_recover_hosts_resets_repair_failed_hosts(scheduler, autoserv, lab, owne
     scheduler.restart(recover_hosts=True)
     scheduler.run_until_idle()
     assert Host.objects.get(hostname="host3").status == Host.Status.READY
+
+
+def test_processes_whose_work_is_over_are_killed_at_start(scheduler, autoserv, lab, owner):
+    """The original left such orphans running (§6.1 #3)."""
+    autoserv.set("verify", "hold")
+    task = SpecialTask.schedule_special_task(Host.objects.get(hostname="host1"), "Verify", owner)
+    scheduler.run_until(lambda: autoserv.calls("verify"), "the verify to start")
+    SpecialTask.objects.filter(pk=task.pk).update(is_active=False, is_complete=True)  # its task is over
+    scheduler.restart()
+    process = Process.objects.get(special_task=task)
+    scheduler.run_until(lambda: Process.objects.get(pk=process.pk).state != Process.State.RUNNING,
+                        "the orphan to be killed")
+    process.refresh_from_db()
+    assert process.kill_requested and process.signalled
