@@ -10,7 +10,6 @@ from typing import TypeVar
 from django.db import transaction
 
 from afe.models import (
-    PROVISION_PREFIXES,
     AclGroup,
     Host,
     HostQueueEntry,
@@ -23,31 +22,13 @@ from afe.models import (
 
 from . import prejob
 from .context import SchedulerContext
+from .labels import LabelIndex, load_label_index
 from .matching import EntryRequest, HostCandidate, match_entries
 from .synch import put_pending, run_ready_jobs
 from .transitions import EntryStatus
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
-
-# Labels that ask for a host action rather than describe a host; never a hard dependency.
-SPECIAL_ACTION_LABELS = frozenset({"skip_provision", "modem_repair", "rpm", "cleanup-reboot"})
-
-
-@dataclass
-class LabelIndex:
-    """Label names and kinds by id, for the labels a tick looks at."""
-
-    names: dict[int, str]
-    platforms: set[int]
-
-    def is_hard_dependency(self, label_id: int) -> bool:
-        name = self.names.get(label_id, "")
-        return not name.startswith(PROVISION_PREFIXES) and name not in SPECIAL_ACTION_LABELS
-
-    def is_provisionable(self, label_id: int) -> bool:
-        return self.names.get(label_id, "").startswith(PROVISION_PREFIXES)
-
 
 def grouped(pairs: Iterable[tuple[K, int]]) -> defaultdict[K, set[int]]:
     """``[(a, 1), (a, 2), (b, 3)]`` → ``{a: {1, 2}, b: {3}}`` (missing keys read as empty sets)."""
@@ -154,11 +135,6 @@ class LabSnapshot:
     def host_label_names(self, host_id: int) -> frozenset[str]:
         """The host's labels, platform excluded."""
         return frozenset(self.labels.names[l] for l in self.host_labels[host_id] if l not in self.labels.platforms)
-
-
-def load_label_index(label_ids: set[int]) -> LabelIndex:
-    rows = Label.objects.filter(pk__in=label_ids).values_list("id", "name", "platform")
-    return LabelIndex({pk: name for pk, name, _ in rows}, {pk for pk, _, platform in rows if platform})
 
 
 def assign_hosts(

@@ -13,9 +13,9 @@ from .. import results
 from ..commands import AUTOSERV_PIDFILE, JobIdentity, job_command
 from ..context import SchedulerContext
 from ..groups import EntryGroup
+from ..labels import host_label_names
 from ..throttle import StartRequest
 from ..transitions import EntryStatus, HostStatus, move_entries, move_hosts
-from .special_tasks import _host_label_names
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def start_groups(ctx: SchedulerContext, groups: list[EntryGroup], drones: dict[t
         "job_id", "key", "value"
     ):
         keyvals[job_id][key] = value
-    host_labels = _host_label_names({h for g in groups for h in g.host_ids})
+    host_labels = host_label_names({h for g in groups for h in g.host_ids})
     now = ctx.clock()
     processes = []
     for group in groups:

@@ -6,12 +6,13 @@ from collections import defaultdict
 
 from django.db import transaction
 
-from afe.models import Host, HostQueueEntry, IneligibleHostQueue, Job, Protection, SpecialTask
+from afe.models import Host, HostQueueEntry, IneligibleHostQueue, Protection, SpecialTask
 from drones.models import Process
 
 from .. import prejob, results
 from ..commands import AUTOSERV_PIDFILE, JobIdentity, special_task_command
 from ..context import SchedulerContext
+from ..labels import host_label_names, job_label_names
 from ..synch import put_pending, run_ready_jobs
 from ..throttle import StartRequest
 from ..transitions import EntryStatus, HostStatus, move_entries, move_hosts
@@ -81,8 +82,8 @@ def start_tasks(ctx: SchedulerContext, tasks: list[SpecialTask], drones: dict[in
     """
     if not tasks:
         return
-    job_labels = _job_label_names({t.queue_entry.job_id for t in tasks if t.queue_entry_id})
-    host_labels = _host_label_names({t.host_id for t in tasks})
+    job_labels = job_label_names({t.queue_entry.job_id for t in tasks if t.queue_entry_id})
+    host_labels = host_label_names({t.host_id for t in tasks})
     now = ctx.clock()
     with transaction.atomic():
         still_queued = set(
@@ -132,27 +133,6 @@ def _process_for(
         owner=task.requested_by.login, drone=drone, special_task=task,
         job_id=entry.job_id if entry else None, execution_subdir=entry.execution_subdir if entry else "",
     )
-
-
-def _job_label_names(job_ids: set[int]) -> dict[int, set[str]]:
-    names: dict[int, set[str]] = defaultdict(set)
-    for job_id, name in Job.dependency_labels.through.objects.filter(job_id__in=job_ids).values_list("job_id", "label__name"):
-        names[job_id].add(name)
-    return names
-
-
-def _host_label_names(host_ids: set[int]) -> dict[int, tuple[str | None, set[str]]]:
-    """Per host: its platform label name and its other label names."""
-    found: dict[int, tuple[str | None, set[str]]] = {}
-    rows = Host.labels.through.objects.filter(host_id__in=host_ids).values_list("host_id", "label__name", "label__platform")
-    for host_id, name, platform in rows:
-        current_platform, labels = found.get(host_id, (None, set()))
-        if platform and current_platform is None:
-            current_platform = name
-        else:
-            labels.add(name)
-        found[host_id] = (current_platform, labels)
-    return found
 
 
 def finish_task(ctx: SchedulerContext, process: Process) -> None:
@@ -224,7 +204,7 @@ def _apply_provisioned_labels(task: SpecialTask) -> None:
     entry = task.queue_entry
     if entry is None:
         return
-    wanted = list(entry.job.dependency_labels.filter(name__regex=r"^[a-z-]+-version:"))
+    wanted = [label for label in entry.job.dependency_labels.all() if label.is_provisionable]
     if entry.meta_host_id and entry.meta_host.is_provisionable:
         wanted.append(entry.meta_host)
     host = task.host
