@@ -6,6 +6,11 @@ from .hosts import Host, HostAttribute, Protection
 from .jobs import ControlType, Job, JobKeyval, Priority, parse_meta_hosts
 from .labels import PROVISION_PREFIXES, AtomicGroup, Label
 from .special_tasks import SpecialTask
+from .tko import (  # the TKO results tables (tko_*)
+    STATUS_IDS, TkoIterationAttribute, TkoIterationPerfValue, TkoIterationResult, TkoJob, TkoJobKeyval,
+    TkoKernel, TkoMachine, TkoPatch, TkoStatus, TkoTaskReference, TkoTest, TkoTestAttribute, TkoTestLabel,
+    TkoTestLabelTest,
+)
 from .users import EVERYONE, SYSTEM_USER_LOGIN, AclGroup, RebootAfter, RebootBefore, User
 
 __all__ = [
@@ -14,4 +19,7 @@ __all__ = [
     "Host", "HostAttribute", "HostQueueEntry", "IneligibleHostQueue", "Job", "JobKeyval",
     "Label", "Priority", "Protection", "RebootAfter", "RebootBefore", "Shard",
     "SoftDeleteModel", "SpecialTask", "User", "parse_meta_hosts",
+    "STATUS_IDS", "TkoIterationAttribute", "TkoIterationPerfValue", "TkoIterationResult", "TkoJob",
+    "TkoJobKeyval", "TkoKernel", "TkoMachine", "TkoPatch", "TkoStatus", "TkoTaskReference", "TkoTest",
+    "TkoTestAttribute", "TkoTestLabel", "TkoTestLabelTest",
 ]

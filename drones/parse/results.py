@@ -1,0 +1,273 @@
+"""Read a job's results directory into a ``JobResults`` (no database involved).
+
+Layout (spec scheduler-behaviour.md §5.3): ``keyval``, ``status.log`` (or
+``status``), ``host_keyvals/<host>``, ``.autoserv_execute``, and per test
+``<subdir>/keyval`` (test attributes) and ``<subdir>/results/keyval``
+(iterations).
+
+Identity: the tag is the last ``level`` components of the directory's path
+(``-l 2`` on ``.../123-alice/host1`` gives ``123-alice/host1``, the ``-P``
+execution tag autoserv ran with); the AFE job id is the leading number of
+``<id>-<owner>/...``.
+
+Machines, in order of preference: the keyval's ``hostname`` (comma-separated
+for a group), else the files in ``host_keyvals/`` plus any ``hostname=``
+fields of status lines, else the tag's last component when it is a host
+(not ``hostless`` or ``group<N>``). Each machine's platform is
+``keyvals.machine_group`` of its host keyval. A job on several machines (a
+synchronous job's ``group<N>`` directory) gets a combined machine named
+``a,b`` (TKO's convention) whose platform joins theirs; a test whose START,
+END or status line carries ``hostname=<one of the machines>`` is recorded on
+that machine, other tests on the job's machine. A hostless job has none.
+
+Times: ``job_queued``, ``job_started`` and ``job_finished`` from the keyval;
+without the last two, the first and last timestamps of the status log.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from .keyvals import Iteration, machine_group, read_host_keyvals, read_iterations, read_keyval, read_lines
+from .status_line import parse_timestamp
+from .status_log import Problem, StatusLogResult, TestResult, parse_status_log
+
+SERVER_JOB = "SERVER_JOB"
+SERVER_JOB_SUBDIR = "----"
+_AFE_TAG = re.compile(r"^(\d+)-(.+?)/.+$")
+_SUITE_JOB = re.compile(r"^([^/]*/[^/]*)-test_suites/control\.(.*)$")
+_TEST_JOB = re.compile(r"^([^/]*/[^/]*)/([^/]+)/.*$")
+_NOT_A_HOST = re.compile(r"^(hostless|group\d+)$")
+
+
+class ResultsDirError(Exception):
+    """The directory cannot be parsed into a job (missing, or nothing identifies a job)."""
+
+
+@dataclass(frozen=True)
+class Machine:
+    hostname: str
+    group: str = ""  # TKO's machine_group (the platform)
+    owner: str = ""
+    keyval: dict[str, str] = field(default_factory=dict)  # its host keyval
+
+
+@dataclass
+class ParsedTest:
+    """A test to write: the status log's result plus what its files add."""
+
+    result: TestResult
+    hostname: str | None  # the machine it ran on; None for the job's machine
+    attributes: dict[str, str] = field(default_factory=dict)
+    iterations: list[Iteration] = field(default_factory=list)
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        """What identifies the test across reparses: (test name, subdir)."""
+        return self.result.testname, self.result.subdir
+
+
+@dataclass
+class JobResults:
+    """Everything the writer needs for one results directory (times are epoch seconds)."""
+
+    path: Path
+    tag: str
+    keyval: dict[str, str]
+    label: str | None
+    username: str | None
+    afe_job_id: int | None
+    afe_parent_job_id: int | None
+    retry_original_job_id: int | None
+    queued: int | None
+    started: int | None
+    finished: int | None
+    build: dict[str, str | None]  # build, build_version, suite, board
+    machines: list[Machine]  # the individual machines
+    job_machine: Machine | None  # the job's machine: the only one, the combined one, or None (hostless)
+    tests: list[ParsedTest]
+    has_status_log: bool
+    problems: list[Problem]
+    unparsed_lines: int
+
+
+def job_tag(path: Path, level: int) -> str:
+    """The last ``level`` components of ``path`` joined by ``/``."""
+    parts = [p for p in path.parts if p not in ("", "/")]
+    return "/".join(parts[-max(level, 1):])
+
+
+def parse_job_name(name: str) -> dict[str, str | None]:
+    """Build, build_version, suite and board from a job name, as Chrome OS names jobs.
+
+    ``lumpy-release/R46-7272.0.0/bvt/login_LoginSuccess`` (a suite's test) and
+    ``lumpy-release/R46-7272.0.0-test_suites/control.bvt`` (a suite) give
+    build ``lumpy-release/R46-7272.0.0``, build_version ``R46-7272.0.0``,
+    suite ``bvt``, board ``lumpy``; other names give all None.
+    """
+    info: dict[str, str | None] = {"build": None, "build_version": None, "suite": None, "board": None}
+    match = _SUITE_JOB.match(name) or _TEST_JOB.match(name)
+    if match:
+        build = match.group(1)
+        config = build.split("/")[0]
+        info.update(build=build, build_version=build.split("/")[1], suite=match.group(2),
+                    board=config.rsplit("-", 1)[0] if "-" in config else None)
+    return info
+
+
+def autoserv_status(path: Path) -> str:
+    """The SERVER_JOB status from ``.autoserv_execute``: GOOD (exit 0), FAIL (exit ≠ 0) or ABORT.
+
+    ABORT also covers a missing or unreadable pidfile and a process killed by a signal.
+    """
+    lines = read_lines(path / ".autoserv_execute") or []
+    try:
+        status = int(lines[1].strip())
+    except (IndexError, ValueError):
+        return "ABORT"
+    if not os.WIFEXITED(status):
+        return "ABORT"
+    return "GOOD" if os.WEXITSTATUS(status) == 0 else "FAIL"
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _timestamp(keyval: dict[str, str], key: str, problems: list[Problem]) -> int | None:
+    if key not in keyval:
+        return None
+    value = parse_timestamp(keyval[key])
+    if value is None:
+        problems.append(Problem("keyval", None, f"{key}={keyval[key][:40]!r} is not an epoch; ignored"))
+    return value
+
+
+def abort_reason(keyval: dict[str, str], problems: list[Problem]) -> str:
+    """The reason of tests left open: "Job aborted by <user> at <time>" or "Job aborted unexpectedly"."""
+    by = keyval.get("aborted_by")
+    if not by:
+        return "Job aborted unexpectedly"
+    on = _timestamp(keyval, "aborted_on", problems)
+    when = f" at {datetime.fromtimestamp(on):%Y-%m-%d %H:%M:%S}" if on is not None else ""
+    return f"Job aborted by {by}{when}"
+
+
+def _machines(keyval: dict[str, str], host_keyvals: dict[str, dict[str, str]],
+              status_hosts: list[str], tag: str) -> list[str]:
+    """The job's hostnames, without duplicates, by the preference order of the module docstring."""
+    if keyval.get("hostname", "").strip():
+        return list(dict.fromkeys(h.strip() for h in keyval["hostname"].split(",") if h.strip()))
+    hosts = list(dict.fromkeys([*host_keyvals, *status_hosts]))
+    if hosts:
+        return hosts
+    last = tag.rsplit("/", 1)[-1]
+    if "/" in tag and _AFE_TAG.match(tag) and not _NOT_A_HOST.match(last):
+        return [last]
+    return []
+
+
+def _inside(root: Path, subdir: str) -> Path | None:
+    """``root/subdir`` if it stays inside ``root`` (status logs are input, not trusted paths)."""
+    candidate = (root / subdir).resolve()
+    return candidate if candidate.is_relative_to(root.resolve()) else None
+
+
+def _test_files(root: Path, test: TestResult, problems: list[Problem]) -> tuple[dict[str, str], list[Iteration]]:
+    if not test.subdir:
+        return {}, []
+    directory = _inside(root, test.subdir)
+    if directory is None:
+        problems.append(Problem("status.log", None, f"subdir {test.subdir[:60]!r} is outside the results; "
+                                                    "its keyvals are not read"))
+        return {}, []
+    attributes = read_keyval(directory / "keyval", f"{test.subdir}/keyval", problems) or {}
+    iterations = read_iterations(directory / "results" / "keyval", f"{test.subdir}/results/keyval", problems)
+    return attributes, iterations
+
+
+def load_results(path: str | os.PathLike[str], level: int = 1) -> JobResults:
+    """Read the results directory at ``path``; ``level`` is how many path components form the tag.
+
+    Raises ``ResultsDirError`` when the directory is missing, or has neither a
+    status log nor a keyval. Everything else that is wrong is reported in
+    ``problems`` (and ``unparsed_lines``) instead.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise ResultsDirError(f"results directory {root} does not exist")
+    problems: list[Problem] = []
+    keyval = read_keyval(root / "keyval", "keyval", problems)
+    status_lines = read_lines(root / "status.log")
+    if status_lines is None:
+        status_lines = read_lines(root / "status")
+    if keyval is None and status_lines is None:
+        raise ResultsDirError(f"{root} has no status.log and no keyval: nothing identifies a job to record")
+    keyval = keyval or {}
+    tag = job_tag(Path(os.path.abspath(root)), level)
+
+    log = parse_status_log(status_lines or [], abort_reason=abort_reason(keyval, problems))
+    problems.extend(log.problems)
+
+    host_keyvals = read_host_keyvals(root, problems)
+    owner = keyval.get("owner", "")
+    machines = [Machine(h, machine_group(host_keyvals.get(h, {})), owner, host_keyvals.get(h, {}))
+                for h in _machines(keyval, host_keyvals, log.hostnames, tag)]
+    if len(machines) > 1:
+        groups = sorted({m.group for m in machines if m.group})
+        job_machine: Machine | None = Machine(",".join(m.hostname for m in machines), ",".join(groups), owner)
+    else:
+        job_machine = machines[0] if machines else None
+
+    started = _timestamp(keyval, "job_started", problems)
+    finished = _timestamp(keyval, "job_finished", problems)
+    if status_lines is not None:
+        started = started if started is not None else log.first_timestamp
+        finished = finished if finished is not None else log.last_timestamp
+
+    tests = []
+    if status_lines is not None:
+        tests.append(_server_job(root, log, started, finished, _host_attributes(job_machine)))
+    by_name = {m.hostname: m for m in machines}
+    for result in log.tests:
+        attributes, iterations = _test_files(root, result, problems)
+        hostname = result.hostname if result.hostname in by_name else None
+        attributes.update(_host_attributes(by_name.get(hostname or "", job_machine)))
+        tests.append(ParsedTest(result, hostname, attributes, iterations))
+
+    match = _AFE_TAG.match(tag)
+    name = keyval.get("label") or None
+    build = parse_job_name(name or "")
+    for key in build:
+        build[key] = keyval.get(key) or build[key]
+    return JobResults(
+        path=root, tag=tag, keyval=keyval, label=name,
+        username=keyval.get("user") or (match.group(2) if match else None),
+        afe_job_id=int(match.group(1)) if match else None,
+        afe_parent_job_id=_int(keyval.get("parent_job_id")),
+        retry_original_job_id=_int(keyval.get("retry_original_job_id")),
+        queued=_timestamp(keyval, "job_queued", problems), started=started, finished=finished,
+        build=build, machines=machines, job_machine=job_machine, tests=tests,
+        has_status_log=status_lines is not None, problems=problems, unparsed_lines=log.unparsed_lines,
+    )
+
+
+def _host_attributes(machine: Machine | None) -> dict[str, str]:
+    """A test's ``host-<key>`` attributes from its machine's host keyval."""
+    return {f"host-{k}": v for k, v in (machine.keyval if machine else {}).items()}
+
+
+def _server_job(root: Path, log: StatusLogResult, started: int | None, finished: int | None,
+                attributes: dict[str, str]) -> ParsedTest:
+    """The SERVER_JOB test: the whole job, its status from autoserv's exit status."""
+    result = TestResult(
+        testname=SERVER_JOB, subdir=SERVER_JOB_SUBDIR, status=autoserv_status(root),
+        reason=log.job_abort_reason, started=started, finished=finished, kernel=log.kernel,
+    )
+    return ParsedTest(result, None, attributes)
