@@ -266,6 +266,20 @@ class Runner:
             pass
 
 
+def database_url(database: dict[str, Any]) -> str:
+    """The ``DATABASE_URL`` that names a Django database settings dict (SQLite or MySQL)."""
+    from urllib.parse import quote
+
+    if "sqlite" in database["ENGINE"]:
+        return f"sqlite:///{database['NAME']}"
+    credentials = quote(database.get("USER") or "")
+    if database.get("PASSWORD"):
+        credentials += ":" + quote(database["PASSWORD"])
+    host = database.get("HOST") or "127.0.0.1"
+    port = database.get("PORT") or 3306
+    return f"mysql://{credentials}@{host}:{port}/{database['NAME']}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m drones.runner", description=__doc__.splitlines()[0])
     parser.add_argument("process_id", type=int)
@@ -286,6 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         from django.conf import settings
 
         settings.DATABASES["default"]["NAME"] = args.database_name
+        # The command (autoserv, the parser) must use the same database as its runner.
+        os.environ["DATABASE_URL"] = database_url(settings.DATABASES["default"])
 
     import django
 

@@ -12,6 +12,7 @@ import pytest
 from django.db import connection
 
 from afe.models import HostQueueEntry, Job, RebootBefore, User
+from drones import runner
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -19,11 +20,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def database_url() -> str:
     """The URL of the test database, for scheduler processes started by a test."""
-    params = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{params['NAME']}"
-    user = params["USER"] + (f":{params['PASSWORD']}" if params["PASSWORD"] else "")
-    return f"mysql://{user}@{params['HOST'] or '127.0.0.1'}:{params['PORT'] or 3306}/{params['NAME']}"
+    return runner.database_url(connection.settings_dict)
 
 
 @pytest.fixture
