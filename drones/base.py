@@ -36,9 +36,10 @@ class DroneBackend(abc.ABC):
     max_processes: int
 
     @abc.abstractmethod
-    def launch(self, process: Process) -> None:
+    def launch(self, process: Process, marked: bool = False) -> None:
         """Start a runner for a queued record and mark ``launched_at``.
 
+        ``marked`` says the caller already set ``launched_at`` (in bulk).
         Idempotent: a record that has been claimed (or otherwise left
         ``queued``) is not launched again. A duplicate launch of a still-queued
         record is harmless: only one runner wins the claim.
@@ -152,14 +153,18 @@ class DroneManager:
         return Process.objects.create(state=Process.State.QUEUED, **fields)
 
     def launch_queued(self) -> list[Process]:
-        """Launch every queued record not launched yet: one query, then one launch each."""
-        pending = list(
-            Process.objects.filter(
-                state=Process.State.QUEUED, launched_at__isnull=True, drone__in=list(self._backends)
-            ).order_by("id")
+        """Launch every queued record not launched yet: two queries however many there are."""
+        waiting = Process.objects.filter(
+            state=Process.State.QUEUED, launched_at__isnull=True, drone__in=list(self._backends)
         )
+        pending = list(waiting.order_by("id"))
+        if not pending:
+            return []
+        now = timezone.now()
+        Process.objects.filter(pk__in=[p.pk for p in pending], launched_at__isnull=True).update(launched_at=now)
         for process in pending:
-            self._backends[process.drone].launch(process)
+            process.launched_at = now
+            self._backends[process.drone].launch(process, marked=True)
         return pending
 
     def refresh(self) -> None:

@@ -46,6 +46,7 @@ from .pidfile import read_pidfile
 log = logging.getLogger(__name__)
 
 DARK_MARK = "AUTOTEST_SCHEDULER_DARK_MARK"
+PROCESS_ID_VAR = "AUTOTEST_PROCESS_ID"  # which record a command belongs to
 RUNNER_MODULE = "drones.runner"
 
 
@@ -85,14 +86,25 @@ def is_runner(pid: int | None) -> bool:
     return cmdline is None or RUNNER_MODULE.encode() in cmdline
 
 
-def is_our_command(pid: int | None) -> bool:
-    """Whether ``pid`` is a live command started by a runner (it carries the dark mark)."""
+def is_our_command(pid: int | None, record_id: int | None = None) -> bool:
+    """Whether ``pid`` is a live command started by a runner (it carries the dark mark).
+
+    With ``record_id``, the command must also belong to that process record, so
+    a recycled pid running another record's command is not mistaken for it.
+    """
     if not pid_alive(pid):
         return False
     environ = _proc(pid, "environ")
     if not environ:
         return True  # unreadable: cannot tell, assume it is ours
-    return any(var.startswith(DARK_MARK.encode() + b"=") for var in environ.split(b"\0"))
+    variables = environ.split(b"\0")
+    if not any(var.startswith(DARK_MARK.encode() + b"=") for var in variables):
+        return False
+    if record_id is None:
+        return True
+    mine = f"{PROCESS_ID_VAR}={record_id}".encode()
+    tagged = [var for var in variables if var.startswith(PROCESS_ID_VAR.encode() + b"=")]
+    return not tagged or mine in tagged
 
 
 def kill_group(pid: int, sig: int = signal.SIGKILL) -> bool:
@@ -157,8 +169,8 @@ class LocalDrone(DroneBackend):
 
     # -- DroneBackend ---------------------------------------------------------------
 
-    def launch(self, process: Process) -> None:
-        if not process.mark_launched():
+    def launch(self, process: Process, marked: bool = False) -> None:
+        if not marked and not process.mark_launched():
             log.info("process %s is no longer waiting for a launch; not launching it", process.pk)
             return
         self._spawn([str(process.pk)])
@@ -171,7 +183,7 @@ class LocalDrone(DroneBackend):
             process.state == Process.State.RUNNING
             and process.pid
             and process.runner_host == self.machine
-            and is_our_command(process.pid)
+            and is_our_command(process.pid, process.pk)
         ):
             kill_group(process.pid)
 
@@ -185,10 +197,7 @@ class LocalDrone(DroneBackend):
             if process.heartbeat_at is not None and process.heartbeat_at >= cutoff:
                 continue
             if process.runner_host and process.runner_host != self.machine:
-                log.warning(
-                    "process %s: runner on %s has not beaten since %s; cannot inspect that machine",
-                    process.pk, process.runner_host, process.heartbeat_at,
-                )
+                self._settle_foreign(process)
                 continue
             if is_runner(process.runner_pid):
                 log.warning("process %s: runner %s is alive but late with its heartbeat",
@@ -203,6 +212,21 @@ class LocalDrone(DroneBackend):
 
     # -- helpers ------------------------------------------------------------------------
 
+    def _settle_foreign(self, process: Process) -> None:
+        """A record run from another machine name (the scheduler moved, or its container was
+        recreated): once it has been silent for ten heartbeat timeouts, its runner is
+        taken for dead; the pidfile's exit status is used if the results are shared."""
+        silent_since = process.heartbeat_at or process.started_at
+        if silent_since is not None and silent_since >= timezone.now() - 10 * self.heartbeat_timeout:
+            log.warning("process %s: runner on %s has not beaten since %s; waiting",
+                        process.pk, process.runner_host, process.heartbeat_at)
+            return
+        pidfile = read_pidfile(process.pidfile_path)
+        if pidfile is not None and pidfile.finished:
+            process.record_exit(pidfile.exit_status, pidfile.tests_failed)
+        else:
+            process.mark_lost(f"runner on {process.runner_host} silent since {silent_since}")
+
     def _settle_orphan(self, process: Process) -> None:
         """The runner of a running record is gone: record, adopt or mark lost."""
         pidfile = read_pidfile(process.pidfile_path)
@@ -214,7 +238,7 @@ class LocalDrone(DroneBackend):
             process.record_exit(pidfile.exit_status, pidfile.tests_failed)
             return
         pid = process.pid or (pidfile.pid if pidfile is not None and pidfile.valid else None)
-        if is_our_command(pid):
+        if is_our_command(pid, process.pk):
             if process.pid is None:
                 process.record_pid(pid)
             log.warning("process %s: runner %s died, command %s still runs; adopting it",

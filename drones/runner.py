@@ -92,7 +92,7 @@ class Runner:
 
     def _start(self, process: Any) -> subprocess.Popen:
         """Start the command (see the module docstring); raises if it cannot be started."""
-        from .local import DARK_MARK
+        from .local import DARK_MARK, PROCESS_ID_VAR
 
         command = process.command
         os.makedirs(os.path.dirname(process.log_file), exist_ok=True)
@@ -111,6 +111,7 @@ class Runner:
                     os.unlink(process.pidfile_path)
                 env = dict(os.environ)
                 env[DARK_MARK] = str(self.me)
+                env[PROCESS_ID_VAR] = str(process.pk)
                 child = subprocess.Popen(
                     command, cwd=process.working_dir, env=env, stdin=subprocess.DEVNULL,
                     stdout=logfile, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
@@ -190,7 +191,7 @@ class Runner:
         log.info("process %s: adopted pid %s", process.pk, process.pid)
         killed = False
         next_beat = time.monotonic() + self.heartbeat_seconds
-        while is_our_command(process.pid):
+        while is_our_command(process.pid, process.pk):
             time.sleep(ADOPT_POLL_SECONDS)
             if time.monotonic() < next_beat:
                 continue

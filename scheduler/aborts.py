@@ -10,6 +10,7 @@ from afe.models import AbortedHostQueueEntry, HostQueueEntry, SpecialTask, User
 from drones.models import Process
 
 from . import results
+from .agents.postjob import announce_completion
 from .agents.special_tasks import PROCESS_KIND
 from .context import SchedulerContext
 from .groups import group_entries, latest_processes
@@ -41,24 +42,30 @@ def handle_aborted_entries(ctx: SchedulerContext) -> int:
         by_status[entry.status].append(entry)
     changed = 0
     with transaction.atomic():
-        changed += _abort_queued(by_status.pop(EntryStatus.QUEUED, []))
+        changed += _abort_queued(ctx, by_status.pop(EntryStatus.QUEUED, []))
         changed += _abort_prejob(ctx, [e for s in PREJOB_WITH_TASK for e in by_status.pop(s, [])])
-        changed += _abort_pending(by_status.pop(EntryStatus.PENDING, []))
+        changed += _abort_pending(ctx, by_status.pop(EntryStatus.PENDING, []))
         running = by_status.pop(EntryStatus.STARTING, []) + by_status.pop(EntryStatus.RUNNING, [])
         changed += _abort_running(ctx, running)
         stop_if_necessary({e.job_id for e in entries})
     return changed
 
 
-def _abort_queued(entries: list[HostQueueEntry]) -> int:
+def _abort_queued(ctx: SchedulerContext, entries: list[HostQueueEntry]) -> int:
     ids = [e.pk for e in entries]
-    SpecialTask.objects.filter(queue_entry_id__in=ids, is_active=False, is_complete=False).update(is_complete=True)
-    return move_entries(ids, EntryStatus.ABORTED, from_statuses=[EntryStatus.QUEUED])
+    # A queued repair still runs: the host needs it whatever became of the entry.
+    SpecialTask.objects.filter(queue_entry_id__in=ids, is_active=False, is_complete=False).exclude(
+        task=Task.REPAIR).update(is_complete=True)
+    moved = move_entries(ids, EntryStatus.ABORTED, from_statuses=[EntryStatus.QUEUED])
+    announce_completion(ctx, entries, EntryStatus.ABORTED)
+    return moved
 
 
-def _abort_pending(entries: list[HostQueueEntry]) -> int:
+def _abort_pending(ctx: SchedulerContext, entries: list[HostQueueEntry]) -> int:
     move_hosts([e.host_id for e in entries if e.host_id], HostStatus.READY)
-    return move_entries([e.pk for e in entries], EntryStatus.ABORTED, from_statuses=[EntryStatus.PENDING])
+    moved = move_entries([e.pk for e in entries], EntryStatus.ABORTED, from_statuses=[EntryStatus.PENDING])
+    announce_completion(ctx, entries, EntryStatus.ABORTED)
+    return moved
 
 
 def _abort_prejob(ctx: SchedulerContext, entries: list[HostQueueEntry]) -> int:
@@ -66,11 +73,11 @@ def _abort_prejob(ctx: SchedulerContext, entries: list[HostQueueEntry]) -> int:
     if not entries:
         return 0
     ids = [e.pk for e in entries]
-    running = list(SpecialTask.objects.filter(queue_entry_id__in=ids, is_active=True, is_complete=False))
-    kill_task_processes(ctx, [t.pk for t in running], handled=True)
-    SpecialTask.objects.filter(queue_entry_id__in=ids, is_complete=False).update(
-        is_active=False, is_complete=True, success=False, time_finished=ctx.clock()
-    )
+    # The entry's pre-job task stops; a repair it caused (maybe on another host) goes on.
+    chain = SpecialTask.objects.filter(queue_entry_id__in=ids, is_complete=False).exclude(task=Task.REPAIR)
+    running = list(chain.filter(is_active=True).values_list("pk", flat=True))
+    kill_task_processes(ctx, running, handled=True)
+    chain.update(is_active=False, is_complete=True, success=False, time_finished=ctx.clock())
     owners = dict(User.objects.filter(login__in={e.job.owner for e in entries}).values_list("login", "pk"))
     follow_up = [
         SpecialTask(
@@ -81,7 +88,9 @@ def _abort_prejob(ctx: SchedulerContext, entries: list[HostQueueEntry]) -> int:
         for e in entries if e.host_id
     ]
     SpecialTask.objects.bulk_create(follow_up)
-    return move_entries(ids, EntryStatus.ABORTED, from_statuses=PREJOB_WITH_TASK)
+    moved = move_entries(ids, EntryStatus.ABORTED, from_statuses=PREJOB_WITH_TASK)
+    announce_completion(ctx, entries, EntryStatus.ABORTED)
+    return moved
 
 
 def _abort_running(ctx: SchedulerContext, entries: list[HostQueueEntry]) -> int:
@@ -105,13 +114,26 @@ def _abort_running(ctx: SchedulerContext, entries: list[HostQueueEntry]) -> int:
                 changed += len(group.entries)
         elif process is None or process.handled:
             never_ran.extend(group.entries)
-    hostless = [e.pk for e in never_ran if e.is_hostless()]
-    with_hosts = [e for e in never_ran if not e.is_hostless()]
-    changed += move_entries(hostless, EntryStatus.ABORTED, from_statuses=[EntryStatus.STARTING, EntryStatus.QUEUED])
+    hostless = [e for e in never_ran if e.is_hostless()]
+    with_hosts = _whole_groups([e for e in never_ran if not e.is_hostless()])
+    changed += move_entries([e.pk for e in hostless], EntryStatus.ABORTED,
+                            from_statuses=[EntryStatus.STARTING, EntryStatus.QUEUED])
+    announce_completion(ctx, hostless, EntryStatus.ABORTED)
     # A job aborted before it ran still ends like one that ran: gathering, parsing, a cleanup.
     changed += move_entries([e.pk for e in with_hosts], EntryStatus.GATHERING, from_statuses=[EntryStatus.STARTING])
     move_hosts([e.host_id for e in with_hosts], HostStatus.RUNNING)
     return changed
+
+
+def _whole_groups(entries: list[HostQueueEntry]) -> list[HostQueueEntry]:
+    """All Starting entries of the groups these entries belong to: a group ends together."""
+    keys = {(e.job_id, e.execution_subdir) for e in entries}
+    if not keys:
+        return []
+    candidates = HostQueueEntry.objects.filter(
+        job_id__in={job for job, _ in keys}, status=EntryStatus.STARTING
+    ).select_related("job", "host")
+    return [e for e in candidates if (e.job_id, e.execution_subdir) in keys]
 
 
 def _log_abort(ctx: SchedulerContext, execution_path: str, records: list[AbortedHostQueueEntry | None]) -> None:

@@ -78,8 +78,10 @@ class LabSnapshot:
     def load(cls, entries: list[HostQueueEntry]) -> LabSnapshot:
         job_ids = {e.job_id for e in entries}
         owners = {e.job.owner for e in entries}
+        # A host running a special task (a reverify asked for in the admin, say) is not free.
+        busy = SpecialTask.objects.filter(is_active=True, is_complete=False).values("host_id")
         hosts = {
-            h["id"]: h for h in Host.objects.filter(leased=False, locked=False).values(
+            h["id"]: h for h in Host.objects.filter(leased=False, locked=False).exclude(pk__in=busy).values(
                 "id", "hostname", "leased", "locked", "invalid", "dirty", "protection")
         }
         job_labels = grouped(Job.dependency_labels.through.objects.filter(job_id__in=job_ids).values_list(

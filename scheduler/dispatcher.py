@@ -63,7 +63,7 @@ class Dispatcher:
             ("processes_finished", self.apply_finished_processes),
             ("entries_aborted", lambda: aborts.handle_aborted_entries(self.ctx)),
             ("tasks_aborted", lambda: aborts.handle_aborted_special_tasks(self.ctx)),
-            ("tasks_cancelled", special_tasks.cancel_aborted_queued_tasks),
+            ("tasks_cancelled", special_tasks.cancel_unwanted_queued_tasks),
             ("entries_scheduled", lambda: schedule_new_jobs(self.ctx)),
             ("work_started", self.start_work),
             ("processes_launched", self.ctx.drones.launch_queued),
@@ -162,7 +162,8 @@ class Dispatcher:
                 by_key[request.key] = group
             elif group.status == EntryStatus.GATHERING and not busy(group, Process.Kind.GATHER):
                 job_process = latest(group, Process.Kind.JOB)
-                if job_process and needs_crashinfo(job_process.exit_status) and not latest(group, Process.Kind.GATHER):
+                ran = job_process is not None and job_process.started_at is not None
+                if ran and needs_crashinfo(job_process.exit_status) and not latest(group, Process.Kind.GATHER):
                     request = postjob.gather_request(group, job_process)
                     host_work.append(request)
                     by_key[request.key] = (group, job_process)

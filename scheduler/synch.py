@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 
-from afe.models import Host, HostQueueEntry, Job
+from afe.models import Host, HostQueueEntry, Job, SpecialTask
 
 from .notify import Notifier
 from .transitions import EntryStatus, HostStatus, move_entries, move_hosts
@@ -17,7 +17,10 @@ _GROUP = re.compile(r"^group(\d+)$")
 def put_pending(entries: Iterable[HostQueueEntry]) -> None:
     """Pre-job work is done for these entries: they and their hosts wait in Pending."""
     entries = list(entries)
-    move_entries([e.pk for e in entries], EntryStatus.PENDING)
+    move_entries([e.pk for e in entries], EntryStatus.PENDING, from_statuses=[
+        EntryStatus.QUEUED, EntryStatus.VERIFYING, EntryStatus.CLEANING, EntryStatus.RESETTING,
+        EntryStatus.PROVISIONING,
+    ])
     move_hosts([e.host_id for e in entries], HostStatus.PENDING)
 
 
@@ -85,6 +88,9 @@ def stop_entries(entry_ids: list[int]) -> None:
     )
     move_entries(entry_ids, EntryStatus.STOPPED, from_statuses=HostQueueEntry.IDLE_PRE_JOB_STATUSES)
     move_hosts(pending_hosts, HostStatus.READY)
+    # Their queued pre-job tasks will not run; repairs do, the hosts need them.
+    SpecialTask.objects.filter(queue_entry_id__in=entry_ids, is_active=False, is_complete=False).exclude(
+        task=SpecialTask.Task.REPAIR).update(is_complete=True)
 
 
 def stop_if_necessary(job_ids: Iterable[int]) -> None:

@@ -415,7 +415,7 @@ def test_the_manager_queues_intent_then_launches_it(drone, workdir):
     with CaptureQueriesContext(connection) as queries:
         launched = manager.launch_queued()
     assert launched == [first, second]
-    assert len(queries) == 1 + len(launched), "one read, then one compare-and-set per launch"
+    assert len(queries) == 2, "one read, then one update marking every launch"
     assert manager.launch_queued() == []
     wait_state(first, "exited")
     wait_state(second, "exited")
@@ -504,3 +504,31 @@ def test_the_admin_lists_processes_and_can_kill_them(admin_client, make_process)
     assert response.status_code == 302
     running.refresh_from_db()
     assert running.kill_requested
+
+
+def test_a_record_run_from_another_machine_name_is_settled_once_long_silent(drone, make_process):
+    """The scheduler moved (a recreated container): the old runner cannot be inspected, only outwaited."""
+    from django.utils import timezone
+
+    process = make_process("true")
+    assert process.claim(runner_pid=1234, runner_host="old-container", pid=4321)
+    Process.objects.filter(pk=process.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=30))
+    process.refresh_from_db()
+    drone.check([process])  # silent, but not for ten heartbeat timeouts yet
+    process.refresh_from_db()
+    assert process.state == "running"
+    Process.objects.filter(pk=process.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    process.refresh_from_db()
+    drone.check([process])
+    process.refresh_from_db()
+    assert process.state == "lost" and "old-container" in process.lost_reason
+
+
+def test_a_recycled_pid_running_another_records_command_is_not_ours(drone, make_process, workdir):
+    process = make_process(WAIT_FOR_GO)
+    drone.launch(process)
+    wait_started(process)
+    assert is_our_command(process.pid, process.pk)
+    assert not is_our_command(process.pid, process.pk + 1000)
+    (workdir / "go").touch()
+    wait_state(process, "exited")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 
 from django.db import transaction
 
@@ -105,15 +105,26 @@ def finish_parsing(ctx: SchedulerContext, group: EntryGroup, job_process: Proces
             return
         if status != EntryStatus.ABORTED:
             stop_if_necessary([group.job.pk])
-    _mail(ctx, group, status)
+    announce_completion(ctx, group.entries, status)
 
 
-def _mail(ctx: SchedulerContext, group: EntryGroup, status: str) -> None:
-    job = group.job
-    for entry in group.entries:
+def announce_completion(ctx: SchedulerContext, entries: list[HostQueueEntry], status: str) -> None:
+    """Mail that these entries reached ``status``, and summarise each job that is now complete.
+
+    One query, however many entries and jobs.
+    """
+    if not entries:
+        return
+    jobs = {e.job_id: e.job for e in entries}
+    for entry in entries:
+        job = jobs[entry.job_id]
         ctx.notifier.entry_reached(EntryOutcome(
             job.pk, job.name, entry.host.hostname if entry.host_id else None, status, tuple(job.email_addresses()),
         ))
-    statuses = Counter(HostQueueEntry.objects.filter(job=job).values_list("status", flat=True))
-    if all(s in HostQueueEntry.COMPLETE_STATUSES for s in statuses):
-        ctx.notifier.job_completed(job.pk, job.name, dict(statuses), tuple(job.email_addresses()))
+    statuses: dict[int, Counter[str]] = defaultdict(Counter)
+    for job_id, entry_status in HostQueueEntry.objects.filter(job_id__in=jobs).values_list("job_id", "status"):
+        statuses[job_id][entry_status] += 1
+    for job_id, counts in statuses.items():
+        if all(s in HostQueueEntry.COMPLETE_STATUSES for s in counts):
+            job = jobs[job_id]
+            ctx.notifier.job_completed(job.pk, job.name, dict(counts), tuple(job.email_addresses()))

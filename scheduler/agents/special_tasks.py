@@ -34,6 +34,10 @@ PROCESS_KIND = {
     Task.VERIFY: Process.Kind.VERIFY, Task.CLEANUP: Process.Kind.CLEANUP, Task.RESET: Process.Kind.RESET,
     Task.PROVISION: Process.Kind.PROVISION, Task.REPAIR: Process.Kind.REPAIR,
 }
+# An entry's pre-job task moves it on only from these statuses (never a complete entry).
+WAITING_FOR_PREJOB = [
+    EntryStatus.QUEUED, EntryStatus.VERIFYING, EntryStatus.CLEANING, EntryStatus.RESETTING, EntryStatus.PROVISIONING,
+]
 # Starting one of these deletes the queued frontend tasks it makes redundant.
 SUPERSEDES = {Task.VERIFY: [Task.VERIFY], Task.RESET: [Task.CLEANUP, Task.VERIFY, Task.RESET]}
 
@@ -46,7 +50,7 @@ def runnable_tasks() -> list[SpecialTask]:
     """
     queued = list(
         SpecialTask.objects.filter(is_active=False, is_complete=False, is_aborted=False, host__locked=False)
-        .select_related("host", "queue_entry__job", "requested_by")
+        .select_related("host", "queue_entry__job", "queue_entry__meta_host", "requested_by")
     )
     if not queued:
         return []
@@ -102,7 +106,8 @@ def start_tasks(ctx: SchedulerContext, tasks: list[SpecialTask], drones: dict[in
         for kind, status in HOST_STATUS.items():
             move_hosts([t.host_id for t in tasks if t.task == kind], status)
         for kind, status in ENTRY_STATUS.items():
-            move_entries([t.queue_entry_id for t in tasks if t.task == kind and t.queue_entry_id], status)
+            move_entries([t.queue_entry_id for t in tasks if t.task == kind and t.queue_entry_id], status,
+                         from_statuses=WAITING_FOR_PREJOB)
         processes = [_process_for(ctx, t, drones[t.pk], job_labels, host_labels) for t in tasks]
         Process.objects.bulk_create(processes)
     log.info("started %d special task(s)", len(tasks))
@@ -217,9 +222,8 @@ def _apply_provisioned_labels(task: SpecialTask) -> None:
 
 def _prejob_failed(ctx: SchedulerContext, task: SpecialTask) -> None:
     entry = task.queue_entry
-    SpecialTask.objects.filter(queue_entry=entry, host_id=task.host_id, is_complete=False).update(
-        is_active=False, is_complete=True, success=False
-    )
+    SpecialTask.objects.filter(queue_entry=entry, host_id=task.host_id, is_complete=False).exclude(
+        task=Task.REPAIR).update(is_active=False, is_complete=True, success=False)
     outcome = prejob.prejob_failure(
         provision_attempts=SpecialTask.objects.filter(queue_entry=entry, task=Task.PROVISION).count(),
         max_provision_retries=ctx.config.max_provision_retries,
@@ -258,16 +262,22 @@ def fail_entry(ctx: SchedulerContext, entry: HostQueueEntry, task: SpecialTask) 
     }, append=True)
     results.copy_task_results(task_dir, entry_dir)
     move_entries([entry.pk], EntryStatus.PARSING, execution_subdir=hostname)
-    SpecialTask.objects.filter(queue_entry=entry, is_complete=False).update(
+    SpecialTask.objects.filter(queue_entry=entry, is_complete=False).exclude(task=Task.REPAIR).update(
         is_active=False, is_complete=True, success=False
     )
 
 
-def cancel_aborted_queued_tasks() -> int:
-    """Aborted tasks that never started are cancelled, not run (fixes the original's §6.1 #6)."""
+def cancel_unwanted_queued_tasks() -> int:
+    """Queued tasks nobody wants any more are cancelled, not run; returns how many.
+
+    That is an aborted task that never started (the original ran it, §6.1 #6)
+    and a pre-job task of an entry that is already complete (stopped or
+    aborted). Repairs always run: the host needs them.
+    """
+    queued = SpecialTask.objects.filter(is_active=False, is_complete=False)
     doomed = list(
-        SpecialTask.objects.filter(is_aborted=True, is_active=False, is_complete=False)
-        .select_related("queue_entry").values_list("pk", "queue_entry_id", "queue_entry__status", "queue_entry__active")
+        (queued.filter(is_aborted=True) | queued.filter(queue_entry__complete=True).exclude(task=Task.REPAIR))
+        .values_list("pk", "queue_entry_id", "queue_entry__status", "queue_entry__active")
     )
     if not doomed:
         return 0

@@ -1,0 +1,7 @@
+"""``python -m drones.autoserv``: see ``drones.autoserv.main``."""
+import sys
+
+from .main import main
+
+if __name__ == "__main__":
+    sys.exit(main())
