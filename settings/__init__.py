@@ -114,6 +114,16 @@ RESULTS_DIR = Path(env.str("RESULTS_DIR", default=str(VAR_DIR / "results")))
 AUTOSERV_PATH = env.str("AUTOSERV_PATH", default=str(BASE_DIR / "bin" / "autoserv"))
 PARSER_PATH = env.str("PARSER_PATH", default=str(BASE_DIR / "bin" / "parse"))
 
+# The job runner (bin/autoserv): how it reaches hosts whose `connection` attribute is not `local`.
+AUTOSERV_SSH_USER = env.str("AUTOSERV_SSH_USER", default="") or None
+AUTOSERV_SSH_PORT = env.int("AUTOSERV_SSH_PORT", default=22)
+AUTOSERV_SSH_KEY = env.str("AUTOSERV_SSH_KEY", default="") or None
+AUTOSERV_CONNECT_TIMEOUT = env.float("AUTOSERV_CONNECT_TIMEOUT", default=10.0)
+AUTOSERV_COMMAND_TIMEOUT = env.float("AUTOSERV_COMMAND_TIMEOUT", default=3600.0)
+AUTOSERV_REBOOT_TIMEOUT = env.float("AUTOSERV_REBOOT_TIMEOUT", default=600.0)
+AUTOSERV_PROVISION_COMMAND = env.str("AUTOSERV_PROVISION_COMMAND", default="") or None
+AUTOSERV_VERIFY_LABEL_COMMANDS = env.dict("AUTOSERV_VERIFY_LABEL_COMMANDS", default={})
+
 # AFE defaults for new jobs and hosts (global_config [AUTOTEST_WEB], [HOSTS]).
 JOB_TIMEOUT_MINS_DEFAULT = env.int("JOB_TIMEOUT_MINS_DEFAULT", default=1440)
 JOB_MAX_RUNTIME_MINS_DEFAULT = env.int("JOB_MAX_RUNTIME_MINS_DEFAULT", default=4320)
