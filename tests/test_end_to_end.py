@@ -1,0 +1,74 @@
+"""The whole path: scheduler → local drone → bin/autoserv on local hosts → bin/parse → results tables."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from afe.models import ControlType, Host, HostQueueEntry, Job, RebootBefore, User
+from afe.models.tko import TkoJob, TkoTest
+from scheduler.config import SchedulerConfig
+
+from .scheduler_harness import SchedulerHarness
+
+ROOT = Path(__file__).resolve().parent.parent
+Status = HostQueueEntry.Status
+
+PASSING = """\
+def run(machine):
+    host = hosts.create_host(machine)
+    job.run_test('uptime', host=host, command='uptime')
+parallel_simple(run, machines)
+"""
+FAILING = """\
+host = hosts.create_host(machines[0])
+job.run_test('false_test', host=host, command='exit 3')
+"""
+
+
+@pytest.fixture
+def real_lab(settings, tmp_path, transactional_db, make_host) -> SchedulerHarness:
+    """Two hosts that run on this machine, and a scheduler that runs the project's own autoserv and parser."""
+    settings.RESULTS_DIR = tmp_path / "results"
+    settings.AUTOSERV_PATH = str(ROOT / "bin" / "autoserv")
+    settings.PARSER_PATH = str(ROOT / "bin" / "parse")
+    for name in ("local1", "local2"):
+        make_host(name, ["board:local"]).set_attribute("connection", "local")
+    config = dataclasses.replace(SchedulerConfig.from_settings(settings), tick_seconds=0.05)
+    return SchedulerHarness(config)
+
+
+def test_a_passing_server_job_completes_with_its_test_rows(real_lab):
+    owner = User.system_user()
+    job = Job.create(owner=owner, name="uptime", control_file=PASSING, control_type=ControlType.SERVER,
+                     hosts=["local1", "local2"], synch_count=2)
+    real_lab.run_until_idle(timeout=120)
+    assert set(job.hostqueueentry_set.values_list("status", flat=True)) == {Status.COMPLETED}
+    tko_job = TkoJob.objects.get(afe_job_id=job.pk)
+    statuses = {(t.test, t.status.word) for t in TkoTest.objects.filter(job=tko_job).select_related("status")}
+    assert ("uptime", "GOOD") in statuses and ("SERVER_JOB", "GOOD") in statuses
+    assert all(h.status == Host.Status.READY for h in Host.objects.filter(hostname__startswith="local"))
+
+
+def test_a_failing_test_fails_the_entry_and_is_recorded(real_lab):
+    owner = User.system_user()
+    job = Job.create(owner=owner, name="fails", control_file=FAILING, control_type=ControlType.SERVER,
+                     hosts=["local1"], reboot_before=RebootBefore.NEVER, run_reset=False)
+    real_lab.run_until_idle(timeout=120)
+    assert list(job.hostqueueentry_set.values_list("status", flat=True)) == [Status.FAILED]
+    failed = TkoTest.objects.select_related("status").get(job__afe_job_id=job.pk, test="false_test")
+    assert failed.status.word == "FAIL" and failed.reason
+    # The tests failed and the job does not reset: the host was cleaned up after it.
+    assert Host.objects.get(hostname="local1").status == Host.Status.READY
+
+
+def test_a_control_file_with_a_syntax_error_fails_with_a_clear_reason(real_lab):
+    owner = User.system_user()
+    job = Job.create(owner=owner, name="broken", control_file="def broken(:\n", control_type=ControlType.SERVER,
+                     hosts=["local2"], reboot_before=RebootBefore.NEVER, run_reset=False)
+    real_lab.run_until_idle(timeout=120)
+    entry = job.hostqueueentry_set.get()
+    assert entry.status == Status.FAILED
+    status_log = (Path(real_lab.ctx.path(entry.execution_path())) / "status.log").read_text()
+    assert "SyntaxError" in status_log or "syntax" in status_log.lower()
