@@ -72,3 +72,39 @@ def test_a_control_file_with_a_syntax_error_fails_with_a_clear_reason(real_lab):
     assert entry.status == Status.FAILED
     status_log = (Path(real_lab.ctx.path(entry.execution_path())) / "status.log").read_text()
     assert "SyntaxError" in status_log or "syntax" in status_log.lower()
+
+
+MIXED = """\
+host = hosts.create_host(machines[0])
+job.run_test('passes', host=host, command='true')
+job.run_test('fails', host=host, command='exit 1')
+def not_here(host):
+    raise TestNA('no such hardware')
+job.run_test('not_applicable', host=host, function=not_here)
+def explodes(host):
+    raise RuntimeError('boom')
+job.run_test('errors', host=host, function=explodes)
+def measures(host):
+    return {'speed': 42, 'mode': 'fast'}
+job.run_test('measured', host=host, function=measures)
+"""
+
+
+def test_status_log_round_trips_through_the_parser(real_lab):
+    """What autoserv writes, the parser reads back: one row per test with its status and reason."""
+    owner = User.system_user()
+    job = Job.create(owner=owner, name="mixed", control_file=MIXED, control_type=ControlType.SERVER,
+                     hosts=["local1"], reboot_before=RebootBefore.NEVER, run_reset=True)
+    real_lab.run_until_idle(timeout=120)
+    rows = {
+        t.test: (t.status.word, t.reason)
+        for t in TkoTest.objects.filter(job__afe_job_id=job.pk).select_related("status")
+    }
+    assert rows["passes"][0] == "GOOD"
+    assert rows["fails"][0] == "FAIL" and "exit" in rows["fails"][1]
+    assert rows["not_applicable"] == ("TEST_NA", "no such hardware")
+    assert rows["errors"][0] == "ERROR" and "boom" in rows["errors"][1]
+    assert rows["measured"][0] == "GOOD"
+    measured = TkoTest.objects.get(job__afe_job_id=job.pk, test="measured")
+    assert dict(measured.attributes.values_list("attribute", "value")).items() >= {"speed": "42", "mode": "fast"}.items()
+    assert list(job.hostqueueentry_set.values_list("status", flat=True)) == [Status.FAILED]
