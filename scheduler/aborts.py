@@ -78,12 +78,12 @@ def _abort_prejob(ctx: SchedulerContext, entries: list[HostQueueEntry]) -> int:
     running = list(chain.filter(is_active=True).values_list("pk", flat=True))
     kill_task_processes(ctx, running, handled=True)
     chain.update(is_active=False, is_complete=True, success=False, time_finished=ctx.clock())
-    owners = dict(User.objects.filter(login__in={e.job.owner for e in entries}).values_list("login", "pk"))
+    owners = User.ids_for_logins(e.job.owner for e in entries)
     follow_up = [
         SpecialTask(
             host_id=e.host_id,
             task=Task.REPAIR if e.status == EntryStatus.PROVISIONING else Task.CLEANUP,
-            requested_by_id=owners.get(e.job.owner) or ctx.system_user.pk,
+            requested_by_id=owners[e.job.owner],
         )
         for e in entries if e.host_id
     ]

@@ -172,10 +172,7 @@ def assign_hosts(
 
 def queue_prejob_tasks(entries: list[HostQueueEntry], lab: LabSnapshot) -> list[HostQueueEntry]:
     """Create each entry's pre-job special tasks; returns the entries that need none."""
-    logins = {e.job.owner for e in entries}
-    owners = dict(User.objects.filter(login__in=logins).values_list("login", "pk"))
-    for login in logins - set(owners):  # owners normally exist: Job.create needs one
-        owners[login] = User.objects.get_or_create(login=login)[0].pk
+    owners = User.ids_for_logins(e.job.owner for e in entries)
 
     tasks: list[SpecialTask] = []
     ready: list[HostQueueEntry] = []

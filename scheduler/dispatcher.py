@@ -92,36 +92,62 @@ class Dispatcher:
     def apply_finished_processes(self) -> int:
         """Run the epilog of every process that ended since the last tick; returns how many.
 
-        A failing epilog is logged and retried next tick; it never blocks the others.
+        Special tasks are applied one by one; jobs, gathering and parsing in
+        bulk, one batch per kind. A failing epilog is logged and retried next
+        tick; a failing batch is retried item by item, so one bad record never
+        blocks the others.
         """
         finished = list(Process.objects.unhandled_finished().select_related("job", "paired_with"))
         if not finished:
             return 0
         groups = self._groups_by_key({p.job_id for p in finished if p.job_id and not p.special_task_id})
+        job_runs: list[tuple[Process, list]] = []
+        gatherings: list[postjob.Ending] = []
+        parsings: list[postjob.Ending] = []
         applied = 0
         for process in finished:
-            try:
-                self._apply(process, groups)
-                applied += 1
-            except Exception:
-                log.exception("could not apply the result of process %s (%s); will retry", process.pk, process.kind)
+            key = (process.job_id, process.execution_subdir)
+            if process.special_task_id:
+                applied += self._isolated(special_tasks.finish_task, process)
+            elif process.kind == Process.Kind.JOB:
+                entries = [e for s in (EntryStatus.STARTING, EntryStatus.RUNNING)
+                           for e in getattr(groups.get((*key, s)), "entries", [])]
+                job_runs.append((process, entries))
+            elif process.kind == Process.Kind.GATHER and (group := groups.get((*key, EntryStatus.GATHERING))):
+                gatherings.append(postjob.Ending(group, process.paired_with, process))
+            elif process.kind == Process.Kind.PARSE and (group := groups.get((*key, EntryStatus.PARSING))):
+                parsings.append(postjob.Ending(group, process.paired_with, process))
+            else:
+                log.warning("process %s (%s) has nothing left to update", process.pk, process.kind)
+                process.mark_handled()
+        applied += self._batch(jobs.finish_jobs, job_runs)
+        applied += self._batch(postjob.finish_gathering, gatherings)
+        applied += self._batch(postjob.finish_parsing, parsings)
         return applied
 
-    def _apply(self, process: Process, groups: dict[tuple[int, str, str], EntryGroup]) -> None:
-        key = (process.job_id, process.execution_subdir)
-        if process.special_task_id:
-            special_tasks.finish_task(self.ctx, process)
-        elif process.kind == Process.Kind.JOB:
-            entries = [e for s in (EntryStatus.STARTING, EntryStatus.RUNNING)
-                       for e in getattr(groups.get((*key, s)), "entries", [])]
-            jobs.finish_job(self.ctx, process, entries)
-        elif process.kind == Process.Kind.GATHER and (group := groups.get((*key, EntryStatus.GATHERING))):
-            postjob.finish_gathering(self.ctx, group, process.paired_with, gather_process=process)
-        elif process.kind == Process.Kind.PARSE and (group := groups.get((*key, EntryStatus.PARSING))):
-            postjob.finish_parsing(self.ctx, group, process.paired_with, parse_process=process)
-        else:
-            log.warning("process %s (%s) has nothing left to update", process.pk, process.kind)
-            process.mark_handled()
+    def _isolated(self, apply: Callable[[SchedulerContext, Process], None], process: Process) -> int:
+        try:
+            apply(self.ctx, process)
+            return 1
+        except Exception:
+            log.exception("could not apply the result of process %s (%s); will retry", process.pk, process.kind)
+            return 0
+
+    def _batch(self, apply: Callable[[SchedulerContext, list], int], items: list) -> int:
+        """Apply a batch at once; if that fails, item by item, so a bad one only delays itself."""
+        if not items:
+            return 0
+        try:
+            return apply(self.ctx, items)
+        except Exception:
+            log.exception("applying %d results at once failed; retrying them one by one", len(items))
+        applied = 0
+        for item in items:
+            try:
+                applied += apply(self.ctx, [item])
+            except Exception:
+                log.exception("could not apply %r; will retry next tick", item)
+        return applied
 
     @staticmethod
     def _groups_by_key(job_ids: set[int]) -> dict[tuple[int, str, str], EntryGroup]:
@@ -154,7 +180,8 @@ class Dispatcher:
         host_work: list[StartRequest] = []
         hostless_work: list[StartRequest] = []
         parse_work: list[StartRequest] = []
-        started = 0
+        nothing_to_gather: list[postjob.Ending] = []
+        nothing_to_parse: list[postjob.Ending] = []
         for group in groups:
             if group.status == EntryStatus.STARTING and not group.aborted and not busy(group, Process.Kind.JOB):
                 request = jobs.start_request(group, allowed.get(group.job.drone_set_id))
@@ -168,17 +195,17 @@ class Dispatcher:
                     host_work.append(request)
                     by_key[request.key] = (group, job_process)
                 else:
-                    postjob.finish_gathering(self.ctx, group, job_process)
-                    started += 1
+                    nothing_to_gather.append(postjob.Ending(group, job_process))
             elif group.status == EntryStatus.PARSING and not busy(group, Process.Kind.PARSE):
                 job_process = latest(group, Process.Kind.JOB)
                 if latest(group, Process.Kind.PARSE) or not self.ctx.path(group.execution_path).is_dir():
-                    postjob.finish_parsing(self.ctx, group, job_process)  # nothing (more) to parse
-                    started += 1
+                    nothing_to_parse.append(postjob.Ending(group, job_process))
                 else:
                     request = postjob.parse_request(group, job_process)
                     parse_work.append(request)
                     by_key[request.key] = (group, job_process)
+        started = self._batch(postjob.finish_gathering, nothing_to_gather)
+        started += self._batch(postjob.finish_parsing, nothing_to_parse)
         tasks = special_tasks.runnable_tasks()
         task_work = [special_tasks.start_request(t) for t in tasks]
         by_key.update({("task", t.pk): t for t in tasks})

@@ -6,6 +6,7 @@ import time
 
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
 from afe.models import AclGroup, Host, HostQueueEntry, Job, Label, SpecialTask, User
 from drones.models import Process
@@ -54,3 +55,32 @@ def test_twenty_and_five_hundred_entries_cost_the_same(autoserv, settings, trans
     print(f"\nscheduling tick on {connection.vendor}: 20 entries on 20 hosts → {small} queries, "
           f"500 entries on 500 hosts → {large} queries")
     assert small == large
+
+
+def finished_jobs_lab(size: int, prefix: str) -> None:
+    """``size`` one-host jobs whose autoserv has just exited, not yet seen by the scheduler."""
+    owner = User.system_user()
+    for i in range(size):
+        host = Host.objects.create(hostname=f"{prefix}{i}", status=Host.Status.RUNNING)
+        job = Job.create(owner=owner, name=f"{prefix}{i}", control_file="x", hosts=[host.hostname])
+        HostQueueEntry.objects.filter(job=job).update(
+            status=HostQueueEntry.Status.RUNNING, active=True, execution_subdir=host.hostname)
+        Process.objects.create(kind=Process.Kind.JOB, state=Process.State.EXITED, exit_status=0, tests_failed=0,
+                               command=["true"], working_dir="/tmp", log_file="/tmp/log", drone="localhost",
+                               job=job, execution_subdir=host.hostname, started_at=timezone.now())
+
+
+def test_finishing_jobs_costs_the_same_for_3_or_12(autoserv, settings, transactional_db):
+    """Applying results is bulk too: the tick that sees N jobs end (and gathers and starts parsing them)."""
+    config = dataclasses.replace(SchedulerConfig.from_settings(settings), tick_seconds=0.05)
+    scheduler = SchedulerHarness(config, max_processes=100)
+    counts = []
+    for size, prefix in ((3, "few"), (12, "many")):
+        finished_jobs_lab(size, prefix)
+        with CaptureQueriesContext(connection) as queries:
+            scheduler.tick()
+        assert HostQueueEntry.objects.filter(job__name__startswith=prefix, status="Parsing").count() == size
+        counts.append(len(queries))
+        scheduler.run_until_idle()
+    print(f"\ntick applying finished jobs: 3 jobs → {counts[0]} queries, 12 jobs → {counts[1]} queries")
+    assert counts[0] == counts[1]

@@ -72,6 +72,15 @@ class User(models.Model):
         return user
 
     @classmethod
+    def ids_for_logins(cls, logins: Iterable[str]) -> dict[str, int]:
+        """``{login: id}``, creating users that do not exist yet; one query when they all do."""
+        logins = set(logins)
+        ids = dict(cls.objects.filter(login__in=logins).values_list("login", "pk"))
+        for login in logins - set(ids):
+            ids[login] = cls.objects.get_or_create(login=login)[0].pk
+        return ids
+
+    @classmethod
     def for_django_user(cls, django_user: Any) -> User:
         """The AFE user tied to a Django auth user (created on first use)."""
         if django_user is None or not getattr(django_user, "is_authenticated", False):

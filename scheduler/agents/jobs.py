@@ -13,6 +13,7 @@ from .. import results
 from ..commands import AUTOSERV_PIDFILE, JobIdentity, job_command
 from ..context import SchedulerContext
 from ..groups import EntryGroup
+from .postjob import claim_processes
 from ..labels import host_label_names
 from ..throttle import StartRequest
 from ..transitions import EntryStatus, HostStatus, move_entries, move_hosts
@@ -78,21 +79,24 @@ def start_groups(ctx: SchedulerContext, groups: list[EntryGroup], drones: dict[t
     log.info("started %d job process(es)", len(groups))
 
 
-def finish_job(ctx: SchedulerContext, process: Process, entries: list[HostQueueEntry]) -> None:
-    """The job's autoserv ended (or was lost): record that, and move its entries on, exactly once.
+def finish_jobs(ctx: SchedulerContext, ended: list[tuple[Process, list[HostQueueEntry]]]) -> int:
+    """Jobs' autoserv processes ended (or were lost): record that and move their entries on, once.
 
-    Host entries go to Gathering; a hostless entry goes straight to Parsing.
+    Host entries go to Gathering; hostless entries straight to Parsing.
+    Returns how many processes were applied; queries do not grow with their number.
     """
-    directory = ctx.path(f"{process.job.tag()}/{process.execution_subdir}")
     with transaction.atomic():
-        if not process.mark_handled():
-            return
-        results.write_keyvals(directory, {"job_finished": results.epoch(ctx.clock())}, append=True)
-        if process.state == Process.State.LOST:
-            results.write_lost_process_error(directory)
-        ids = [e.pk for e in entries]
-        if all(e.is_hostless() for e in entries):
-            move_entries(ids, EntryStatus.PARSING, from_statuses=[EntryStatus.RUNNING])
-        else:
-            move_entries(ids, EntryStatus.GATHERING, from_statuses=[EntryStatus.STARTING, EntryStatus.RUNNING])
-            move_hosts([e.host_id for e in entries if e.host_id], HostStatus.RUNNING)
+        won = claim_processes([process for process, _ in ended])
+        ended = [(process, entries) for process, entries in ended if process.pk in won]
+        for process, _ in ended:
+            directory = ctx.path(f"{process.job.tag()}/{process.execution_subdir}")
+            results.write_keyvals(directory, {"job_finished": results.epoch(ctx.clock())}, append=True)
+            if process.state == Process.State.LOST:
+                results.write_lost_process_error(directory)
+        entries = [entry for _, group in ended for entry in group]
+        move_entries([e.pk for e in entries if e.is_hostless()], EntryStatus.PARSING,
+                     from_statuses=[EntryStatus.RUNNING])
+        move_entries([e.pk for e in entries if not e.is_hostless()], EntryStatus.GATHERING,
+                     from_statuses=[EntryStatus.STARTING, EntryStatus.RUNNING])
+        move_hosts([e.host_id for e in entries if e.host_id], HostStatus.RUNNING)
+    return len(ended)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 from django.db import transaction
 
@@ -65,47 +66,94 @@ def start_parsing(ctx: SchedulerContext, admitted: list[tuple[EntryGroup, Proces
     ])
 
 
-def finish_gathering(ctx: SchedulerContext, group: EntryGroup, job_process: Process | None,
-                     gather_process: Process | None = None) -> None:
-    """Entries go to Parsing; each host gets its post-job cleanup and/or reset, or is Ready."""
-    with transaction.atomic():
-        if gather_process is not None and not gather_process.mark_handled():
-            return
-        if move_entries(group.entry_ids, EntryStatus.PARSING, from_statuses=[EntryStatus.GATHERING]) == 0:
-            return
-        exit_status = job_process.exit_status if job_process else None
-        final_success = job_process is not None and prejob.final_status(
-            aborted=group.aborted, exit_status=exit_status) == EntryStatus.COMPLETED
-        tests_failed = (job_process.tests_failed if job_process.tests_failed is not None else -1) if job_process else 0
-        cleanup, reset = prejob.postjob_tasks(
-            aborted=group.aborted, reboot_after=group.job.reboot_after, run_reset=group.job.run_reset,
-            final_success=final_success, tests_failed=tests_failed,
-        )
-        owner = User.objects.get_or_create(login=group.job.owner)[0]
-        tasks = []
-        if cleanup:
-            tasks += [SpecialTask(host_id=h, task=SpecialTask.Task.CLEANUP, requested_by=owner) for h in group.host_ids]
-        else:
-            move_hosts(group.host_ids, HostStatus.READY)
-        if reset:
-            tasks += [SpecialTask(host_id=h, task=SpecialTask.Task.RESET, requested_by=owner) for h in group.host_ids]
-        SpecialTask.objects.bulk_create(tasks)
+@dataclass(frozen=True)
+class Ending:
+    """A group whose post-job step is over: its job's process, and the step's own process if one ran."""
+
+    group: EntryGroup
+    job_process: Process | None
+    step_process: Process | None = None
 
 
-def finish_parsing(ctx: SchedulerContext, group: EntryGroup, job_process: Process | None,
-                   parse_process: Process | None = None) -> None:
-    """Every entry of the group reaches its final status: Aborted, Completed or Failed."""
-    status = prejob.final_status(
-        aborted=group.aborted, exit_status=job_process.exit_status if job_process else None
+def claim_processes(processes: list[Process]) -> set[int]:
+    """Mark finished processes handled, in bulk; returns the ids this caller won (inside a transaction)."""
+    ids = [p.pk for p in processes]
+    if not ids:
+        return set()
+    won = set(
+        Process.objects.select_for_update()
+        .filter(pk__in=ids, handled=False, state__in=Process.FINISHED_STATES)
+        .values_list("pk", flat=True)
     )
+    Process.objects.filter(pk__in=won).update(handled=True)
+    return won
+
+
+def _still(endings: list[Ending], status: str) -> list[Ending]:
+    """The endings whose process this caller claimed and whose entries are all still in ``status``."""
+    won = claim_processes([e.step_process for e in endings if e.step_process])
+    endings = [e for e in endings if e.step_process is None or e.step_process.pk in won]
+    ids = [pk for e in endings for pk in e.group.entry_ids]
+    current = set(
+        HostQueueEntry.objects.select_for_update().filter(pk__in=ids, status=status).values_list("pk", flat=True)
+    )
+    return [e for e in endings if set(e.group.entry_ids) <= current]
+
+
+def finish_gathering(ctx: SchedulerContext, endings: list[Ending]) -> int:
+    """Entries go to Parsing; each host gets its post-job cleanup and/or reset, or is Ready.
+
+    Returns how many groups moved on. Queries do not grow with the number of groups.
+    """
     with transaction.atomic():
-        if parse_process is not None and not parse_process.mark_handled():
-            return
-        if move_entries(group.entry_ids, status, from_statuses=[EntryStatus.PARSING]) == 0:
-            return
-        if status != EntryStatus.ABORTED:
-            stop_if_necessary([group.job.pk])
-    announce_completion(ctx, group.entries, status)
+        endings = _still(endings, EntryStatus.GATHERING)
+        if not endings:
+            return 0
+        move_entries([pk for e in endings for pk in e.group.entry_ids], EntryStatus.PARSING,
+                     from_statuses=[EntryStatus.GATHERING])
+        owners = User.ids_for_logins(e.group.job.owner for e in endings)
+        tasks: list[SpecialTask] = []
+        ready: list[int] = []
+        for ending in endings:
+            group, job_process = ending.group, ending.job_process
+            final_success = job_process is not None and prejob.final_status(
+                aborted=group.aborted, exit_status=job_process.exit_status) == EntryStatus.COMPLETED
+            if job_process is None:
+                tests_failed = 0
+            else:
+                tests_failed = job_process.tests_failed if job_process.tests_failed is not None else -1
+            cleanup, reset = prejob.postjob_tasks(
+                aborted=group.aborted, reboot_after=group.job.reboot_after, run_reset=group.job.run_reset,
+                final_success=final_success, tests_failed=tests_failed,
+            )
+            owner = owners[group.job.owner]
+            wanted = [SpecialTask.Task.CLEANUP] * cleanup + [SpecialTask.Task.RESET] * reset
+            tasks += [SpecialTask(host_id=h, task=t, requested_by_id=owner) for t in wanted for h in group.host_ids]
+            if not cleanup:
+                ready += group.host_ids
+        move_hosts(ready, HostStatus.READY)
+        SpecialTask.objects.bulk_create(tasks)
+    return len(endings)
+
+
+def finish_parsing(ctx: SchedulerContext, endings: list[Ending]) -> int:
+    """Every entry of each group reaches its final status: Aborted, Completed or Failed.
+
+    Returns how many groups ended. Queries do not grow with the number of groups.
+    """
+    by_status: dict[str, list[Ending]] = defaultdict(list)
+    with transaction.atomic():
+        endings = _still(endings, EntryStatus.PARSING)
+        for ending in endings:
+            exit_status = ending.job_process.exit_status if ending.job_process else None
+            by_status[prejob.final_status(aborted=ending.group.aborted, exit_status=exit_status)].append(ending)
+        for status, group_endings in by_status.items():
+            move_entries([pk for e in group_endings for pk in e.group.entry_ids], status,
+                         from_statuses=[EntryStatus.PARSING])
+        stop_if_necessary({e.group.job.pk for s, es in by_status.items() if s != EntryStatus.ABORTED for e in es})
+    for status, group_endings in by_status.items():
+        announce_completion(ctx, [entry for e in group_endings for entry in e.group.entries], status)
+    return len(endings)
 
 
 def announce_completion(ctx: SchedulerContext, entries: list[HostQueueEntry], status: str) -> None:
