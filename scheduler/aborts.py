@@ -141,7 +141,7 @@ def _log_abort(ctx: SchedulerContext, execution_path: str, records: list[Aborted
     who = known[0].aborted_by.login if known else "autotest_system"
     when = max((r.aborted_on for r in known), default=ctx.clock())
     directory = ctx.path(execution_path)
-    results.write_keyvals(directory, {"aborted_by": who, "aborted_on": results.epoch(when)}, append=True)
+    results.append_keyvals_once(directory, {"aborted_by": who, "aborted_on": results.epoch(when)})
     results.append_status_comment(directory, f"Job aborted by {who} on {when:%Y-%m-%d %H:%M:%S}")
 
 

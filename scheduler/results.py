@@ -27,6 +27,17 @@ def write_keyvals(directory: Path, keyvals: Mapping[str, object], append: bool =
             out.write(f"{key}={value}\n")
 
 
+def append_keyvals_once(directory: Path, keyvals: Mapping[str, object]) -> None:
+    """Append the keys not already in ``<directory>/keyval``: a retried step after a crash adds nothing twice."""
+    try:
+        present = {line.split("=", 1)[0] for line in (directory / KEYVAL).read_text().splitlines()}
+    except FileNotFoundError:
+        present = set()
+    missing = {key: value for key, value in keyvals.items() if key not in present}
+    if missing:
+        write_keyvals(directory, missing, append=True)
+
+
 def write_host_keyvals(directory: Path, hostname: str, platform: str | None, labels: Iterable[str]) -> None:
     """``host_keyvals/<hostname>``: the platform and the other labels, URL-quoted and comma-joined."""
     host_dir = directory / "host_keyvals"

@@ -67,3 +67,12 @@ def test_gather_and_parse_commands():
         *NICE, "/opt/parse", "--detach", "--write-pidfile", "--record-duration", "--suite-report", "-l", "2", "-r",
         "-o", "/r/1-a/h1",
     ]
+
+
+def test_keyvals_appended_after_a_crash_are_not_written_twice(tmp_path):
+    from scheduler import results
+
+    results.write_keyvals(tmp_path, {"job_queued": 1})
+    results.append_keyvals_once(tmp_path, {"job_finished": 2})
+    results.append_keyvals_once(tmp_path, {"job_finished": 3, "aborted_by": "bob"})
+    assert (tmp_path / "keyval").read_text() == "job_queued=1\njob_finished=2\naborted_by=bob\n"

@@ -90,7 +90,7 @@ def finish_jobs(ctx: SchedulerContext, ended: list[tuple[Process, list[HostQueue
         ended = [(process, entries) for process, entries in ended if process.pk in won]
         for process, _ in ended:
             directory = ctx.path(f"{process.job.tag()}/{process.execution_subdir}")
-            results.write_keyvals(directory, {"job_finished": results.epoch(ctx.clock())}, append=True)
+            results.append_keyvals_once(directory, {"job_finished": results.epoch(ctx.clock())})
             if process.state == Process.State.LOST:
                 results.write_lost_process_error(directory)
         entries = [entry for _, group in ended for entry in group]

@@ -257,9 +257,9 @@ def fail_entry(ctx: SchedulerContext, entry: HostQueueEntry, task: SpecialTask) 
     hostname = task.host.hostname
     entry_dir = ctx.path(f"{entry.job.tag()}/{hostname}")
     task_dir = ctx.path(task.execution_path())
-    results.write_keyvals(task_dir, {
+    results.append_keyvals_once(task_dir, {
         "job_queued": results.epoch(entry.job.created_on), "job_finished": results.epoch(ctx.clock()),
-    }, append=True)
+    })
     results.copy_task_results(task_dir, entry_dir)
     move_entries([entry.pk], EntryStatus.PARSING, execution_subdir=hostname)
     SpecialTask.objects.filter(queue_entry=entry, is_complete=False).exclude(task=Task.REPAIR).update(
