@@ -31,7 +31,7 @@ class SchedulerConfig:
         default_factory=lambda: frozenset({"completed", "failed", "aborted"})
     )
     base_url: str = "http://localhost:8000/afe/"
-    die_on_orphans: bool = False
+    default_drone_set: str = ""
 
     @classmethod
     def from_settings(cls, settings: Any = None) -> SchedulerConfig:

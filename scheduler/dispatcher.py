@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from django.db import DatabaseError
 
-from afe.models import DroneSet, HostQueueEntry
+from afe.models import DroneSet, HostQueueEntry, Job, SpecialTask
 from drones.models import Process
 
 from . import aborts
@@ -175,7 +175,8 @@ class Dispatcher:
             process = latest(group, kind)
             return process is not None and (process.is_active or not process.handled)
 
-        allowed = self._allowed_drones({g.job.drone_set_id for g in groups if g.job.drone_set_id})
+        tasks = special_tasks.runnable_tasks()
+        drone_sets = DroneSets.load(self.ctx.config.default_drone_set, [g.job for g in groups], tasks)
         by_key: dict[object, object] = {}
         host_work: list[StartRequest] = []
         hostless_work: list[StartRequest] = []
@@ -184,7 +185,7 @@ class Dispatcher:
         nothing_to_parse: list[postjob.Ending] = []
         for group in groups:
             if group.status == EntryStatus.STARTING and not group.aborted and not busy(group, Process.Kind.JOB):
-                request = jobs.start_request(group, allowed.get(group.job.drone_set_id))
+                request = jobs.start_request(group, drone_sets.for_job(group.job))
                 (hostless_work if group.is_hostless else host_work).append(request)
                 by_key[request.key] = group
             elif group.status == EntryStatus.GATHERING and not busy(group, Process.Kind.GATHER):
@@ -206,8 +207,7 @@ class Dispatcher:
                     by_key[request.key] = (group, job_process)
         started = self._batch(postjob.finish_gathering, nothing_to_gather)
         started += self._batch(postjob.finish_parsing, nothing_to_parse)
-        tasks = special_tasks.runnable_tasks()
-        task_work = [special_tasks.start_request(t) for t in tasks]
+        task_work = [special_tasks.start_request(t, drone_sets.for_task(t)) for t in tasks]
         by_key.update({("task", t.pk): t for t in tasks})
 
         running_parsers = Process.objects.active().filter(kind=Process.Kind.PARSE).count()
@@ -230,12 +230,42 @@ class Dispatcher:
             for d in self.ctx.drones.drones()
         ]
 
-    @staticmethod
-    def _allowed_drones(drone_set_ids: set[int]) -> dict[int, frozenset[str]]:
-        """Drone hostnames per drone set, in one query."""
-        found: dict[int, set[str]] = {pk: set() for pk in drone_set_ids}
-        for set_id, hostname in DroneSet.drones.through.objects.filter(droneset_id__in=drone_set_ids).values_list(
+
+@dataclass
+class DroneSets:
+    """Which drones each job and special task may use (§3.16); None means any drone.
+
+    A job uses its drone set (set from its owner's when it was created), else
+    the default set; a special task uses its entry's job's set, else its
+    requester's, else the default. A set with no drones means the work can
+    never start.
+    """
+
+    drones_of: dict[int, frozenset[str]]
+    default_id: int | None
+
+    @classmethod
+    def load(cls, default_name: str, job_list: list[Job], tasks: list[SpecialTask]) -> DroneSets:
+        """Two queries at most, however many jobs and tasks."""
+        default_id = DroneSet.objects.filter(name=default_name).values_list("pk", flat=True).first() \
+            if default_name else None
+        ids = {j.drone_set_id for j in job_list} | {t.requested_by.drone_set_id for t in tasks}
+        ids |= {t.queue_entry.job.drone_set_id for t in tasks if t.queue_entry_id}
+        ids = {pk for pk in ids | {default_id} if pk is not None}
+        found: dict[int, set[str]] = {pk: set() for pk in ids}
+        for set_id, hostname in DroneSet.drones.through.objects.filter(droneset_id__in=ids).values_list(
             "droneset_id", "drone__hostname"
         ):
             found[set_id].add(hostname)
-        return {pk: frozenset(names) for pk, names in found.items()}
+        return cls({pk: frozenset(names) for pk, names in found.items()}, default_id)
+
+    def _resolve(self, *candidates: int | None) -> frozenset[str] | None:
+        chosen = next((pk for pk in candidates if pk is not None), self.default_id)
+        return self.drones_of.get(chosen) if chosen is not None else None
+
+    def for_job(self, job: Job) -> frozenset[str] | None:
+        return self._resolve(job.drone_set_id)
+
+    def for_task(self, task: SpecialTask) -> frozenset[str] | None:
+        job_set = task.queue_entry.job.drone_set_id if task.queue_entry_id else None
+        return self._resolve(job_set, task.requested_by.drone_set_id)

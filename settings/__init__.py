@@ -145,7 +145,7 @@ SCHEDULER = {
         "SCHEDULER_NOTIFY_EMAIL_STATUSES", default="Completed,Failed,Aborted"
     ),
     "base_url": env.str("SCHEDULER_BASE_URL", default="http://localhost:8000/afe/"),
-    "die_on_orphans": env.bool("SCHEDULER_DIE_ON_ORPHANS", default=False),
+    "default_drone_set": env.str("SCHEDULER_DEFAULT_DRONE_SET", default=""),
 }
 
 LOGGING = {

@@ -283,3 +283,26 @@ def test_a_lost_database_connection_is_retried_not_fatal(scheduler, lab, owner, 
     assert "database error, reconnecting" in caplog.text
     assert entry(j).active  # ticks after the reconnect scheduled the job
     lock.release()
+
+
+class TestDroneSetResolution:
+    def test_a_special_task_uses_its_requesters_drone_set(self, scheduler, autoserv, lab, owner):
+        from afe.models import DroneSet
+
+        alice = User.objects.create(login="alice3", drone_set=DroneSet.objects.create(name="alices"))
+        task = SpecialTask.schedule_special_task(Host.objects.get(hostname="host1"), "Verify", alice)
+        scheduler.tick(4)
+        task.refresh_from_db()
+        assert not task.is_active and autoserv.calls() == []  # alice's set has no drone
+
+    def test_the_default_drone_set_applies_to_work_without_one(self, scheduler, autoserv, lab, owner):
+        from afe.models import Drone, DroneSet
+
+        DroneSet.objects.create(name="default").drones.add(Drone.objects.create(hostname="elsewhere"))
+        scheduler.with_config(default_drone_set="default")
+        j = job(owner, hosts=["host1"])
+        scheduler.tick(5)
+        assert entry(j).status == Status.STARTING and autoserv.calls() == []
+        DroneSet.objects.get(name="default").drones.add(Drone.objects.create(hostname="localhost"))
+        scheduler.run_until_idle()
+        assert entry(j).status == Status.COMPLETED

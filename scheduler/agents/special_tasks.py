@@ -74,8 +74,10 @@ def runnable_tasks() -> list[SpecialTask]:
     return chosen
 
 
-def start_request(task: SpecialTask) -> StartRequest:
-    return StartRequest(key=("task", task.pk), num_processes=1, owner=task.requested_by.login)
+def start_request(task: SpecialTask, allowed: frozenset[str] | None) -> StartRequest:
+    """One process slot for the task, on ``allowed`` drones (None: any)."""
+    return StartRequest(key=("task", task.pk), num_processes=1, owner=task.requested_by.login,
+                        allowed_drones=allowed)
 
 
 def start_tasks(ctx: SchedulerContext, tasks: list[SpecialTask], drones: dict[int, str]) -> None:
