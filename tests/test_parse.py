@@ -10,6 +10,7 @@ import os
 import random
 import subprocess
 import textwrap
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from afe.models import (
     TkoTestAttribute,
     TkoTestLabel,
 )
+from drones.autoserv.status_log import make_line
 from drones.parse import BadLine, ResultsDirError, StatusLine, load_results, parse_status_line, parse_status_log
 from drones.parse.keyvals import host_labels, machine_group, parse_iterations
 from drones.parse.results import parse_job_name
@@ -50,6 +52,12 @@ def tabs(text: str) -> str:
         level = (len(line) - len(body)) // 4
         lines.append("\t" * level + "\t".join(part.strip() for part in body.split("|")))
     return "\n".join(lines) + "\n"
+
+
+def written(status: str, subdir: str | None = None, operation: str | None = None, reason: str = "",
+            indent: int = 0, timestamp: int = 1_700_000_000, **fields: object) -> str:
+    """A line exactly as autoserv's writer (drones/autoserv/status_log.py) renders it."""
+    return make_line(status, subdir, operation, reason, fields, indent, timestamp).render()
 
 
 def log_of(text: str, **kwargs):
@@ -88,6 +96,18 @@ class ResultsDir:
         target = self.path / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(textwrap.dedent(text).lstrip("\n"))
+        return self
+
+    def status_lines(self, *lines: str) -> ResultsDir:
+        """A status.log of these lines (as autoserv's writer renders them: see ``written``)."""
+        (self.path / "status.log").write_text("".join(f"{line}\n" for line in lines))
+        return self
+
+    def machine_status(self, machine: str, text: str, indent: int = 0) -> ResultsDir:
+        """``<machine>/status.log`` from its readable form, every line ``indent`` levels deeper."""
+        (self.path / machine).mkdir(parents=True, exist_ok=True)
+        lines = tabs(text).splitlines()
+        (self.path / machine / "status.log").write_text("".join(f"{chr(9) * indent}{line}\n" for line in lines))
         return self
 
     def autoserv_exit(self, wait_status: int) -> ResultsDir:
@@ -166,6 +186,34 @@ def test_a_bad_timestamp_is_dropped_with_a_warning(timestamp):
     line = parse_status_line(f"GOOD\t----\tt\ttimestamp={timestamp}\tfine", 1)
     assert (line.status, line.timestamp, line.reason) == ("GOOD", None, "fine")
     assert line.warnings == (f"bad timestamp {timestamp!r} ignored",)
+
+
+@pytest.mark.parametrize("reason", [
+    "hostname=lh2 did not answer", "timestamp=1 is in the past", "kernel=5.10 did not boot",
+    "localtime=now", "patch0=fix.patch did not apply", "job_abort_reason=none given", "rc=1",
+])
+def test_in_autoservs_format_the_last_field_is_the_reason_even_when_it_looks_like_a_field(reason):
+    line = parse_status_line(written("FAIL", "sub", "t", reason, indent=1, hostname="dut1"), 4)
+    assert (line.kind, line.status, line.reason, line.timestamp, line.hostname) == (
+        Kind.STATUS, "FAIL", reason, 1_700_000_000, "dut1")
+    assert set(line.fields) == {"timestamp", "localtime", "hostname"}
+
+
+def test_in_autoservs_format_an_empty_last_field_is_an_empty_reason():
+    line = parse_status_line(written("END GOOD", None, "t", hostname="dut1"), 1)
+    assert (line.kind, line.reason, line.hostname) == (Kind.END, "", "dut1")
+
+
+def test_lines_of_other_writers_may_still_end_in_a_field():
+    line = parse_status_line("GOOD\t----\tt\ttimestamp=5\thostname=h1", 1)
+    assert (line.reason, line.hostname, line.timestamp) == ("", "h1", 5)
+    assert parse_status_line("GOOD\t----\tt\thostname=h1\tkernel=5.10", 1).fields == {
+        "hostname": "h1", "kernel": "5.10"}
+
+
+def test_end_info_ends_a_group_like_end_good():
+    line = parse_status_line("END INFO\t----\tt\t", 1)
+    assert (line.kind, line.status) == (Kind.END, "GOOD")
 
 
 # -- the whole log -----------------------------------------------------------------------
@@ -302,6 +350,41 @@ def test_higher_indentation_garbage_and_stray_ends_are_skipped_and_counted():
         "status.log:4: skipped: END without a matching START",
         "status.log:5: bad timestamp 'oops' ignored",
     ]
+
+
+def test_end_info_closes_the_group_without_changing_its_status():
+    result = log_of("""
+        START | ---- | quiet | timestamp=1 |
+        END INFO | ---- | quiet | timestamp=2 |
+        START | ---- | warned | timestamp=3 |
+            WARN | ---- | step | timestamp=4 | slow
+            START | ---- | inner | timestamp=5 |
+            END INFO | ---- | inner | timestamp=6 |
+        END INFO | ---- | warned | timestamp=7 |
+    """)
+    assert [(t.testname, t.status, t.reason, t.started, t.finished) for t in result.tests] == [
+        ("quiet", "GOOD", "", 1, 2), ("warned", "WARN", "slow", 3, 7)]
+    assert result.unparsed_lines == 0 and result.problems == []
+
+
+def test_top_level_job_events_give_the_job_status_and_reason():
+    result = parse_status_log([
+        written("WARN", None, None, "disk almost full"),
+        written("START", None, None),
+        written("ABORT", None, None, "inside a client job: not the job's", indent=1),
+        written("END GOOD", None, None),
+        written("ERROR", None, None, "control file: SyntaxError: invalid syntax (line 3)"),
+        written("GOOD", None, None, "fine"),
+        written("FAIL", None, "a_test", "a test, not a job event"),
+        written("ERROR", None, None, "autoserv internal error: boom"),
+        written("ERROR", None, None, "control file: SyntaxError: invalid syntax (line 3)"),
+        written("ERROR", None, None, ""),
+    ])
+    assert (result.job_status, result.job_reason) == (
+        "ERROR", "control file: SyntaxError: invalid syntax (line 3), autoserv internal error: boom")
+    assert [(t.testname, t.status) for t in result.tests] == [("CLIENT_JOB.0", "ABORT"), ("a_test", "FAIL")]
+    nothing_wrong = parse_status_log([written(s, None, None, "fine") for s in ("GOOD", "TEST_NA", "NOSTATUS")])
+    assert (nothing_wrong.job_status, nothing_wrong.job_reason, log_of(SLEEPTEST).job_status) == (None, "", None)
 
 
 def test_random_bytes_never_crash_the_parser():
@@ -600,6 +683,157 @@ def test_subdirs_outside_the_results_are_not_read(results_dir, tmp_path):
     job = parse(results_dir().status("GOOD | ../../../secret | t |\n"))
     assert not TkoTestAttribute.objects.filter(attribute="password").exists()
     assert "outside the results" in job.keyvals.get(key="parse_problems").value
+
+
+@pytest.mark.django_db
+def test_a_reason_that_looks_like_a_field_reaches_tko_and_names_no_machine(results_dir):
+    results = (results_dir("123-alice/host1").keyval(user="alice").autoserv_exit(256)
+               .status_lines(written("START", "verify", "verify", hostname="host1"),
+                             written("FAIL", "verify", "verify", "hostname=lh2 did not answer", indent=1,
+                                     hostname="host1"),
+                             written("END FAIL", "verify", "verify", hostname="host1")))
+    job = parse(results)
+    verify = rows_of(job)["verify"]
+    assert (verify.status.word, verify.reason, verify.machine.hostname) == (
+        "FAIL", "hostname=lh2 did not answer", "host1")
+    assert list(TkoMachine.objects.values_list("hostname", flat=True)) == ["host1"]
+    assert job.machine.hostname == "host1"
+
+
+@pytest.mark.parametrize("wait_status, status", [(256, "ERROR"), (0, "ERROR"), (9, "ABORT")])
+@pytest.mark.django_db
+def test_a_top_level_error_is_the_server_jobs_reason_and_counts_toward_its_status(results_dir, wait_status, status):
+    reason = "control file: SyntaxError: invalid syntax (control, line 3)"
+    results = results_dir().keyval(user="alice").autoserv_exit(wait_status).status_lines(
+        written("ERROR", None, None, reason))
+    server = rows_of(parse(results))["SERVER_JOB"]
+    assert (server.status.word, server.reason) == (status, reason)
+
+
+@pytest.mark.django_db
+def test_an_abort_reason_wins_over_a_top_level_error(results_dir):
+    results = results_dir().keyval(user="alice").autoserv_exit(9).status_lines(
+        written("ERROR", None, None, "autoserv internal error: RuntimeError: boom"),
+        written("ABORT", None, None, "aborted by SIGTERM"),
+        "INFO\t----\t----\tJob aborted by alice on 2023-11-14 22:15:00")
+    server = rows_of(parse(results))["SERVER_JOB"]
+    assert (server.status.word, server.reason) == ("ABORT", "Job aborted by alice on 2023-11-14 22:15:00")
+
+
+HUGE = "99999999999999999999"
+
+
+@pytest.mark.parametrize("key", ["parent_job_id", "retry_original_job_id"])
+@pytest.mark.parametrize("value, problem", [
+    (HUGE, "is out of range"), ("2147483648", "is out of range"), ("-1", "is out of range"),
+    ("twelve", "is not a job id"),
+])
+@pytest.mark.django_db
+def test_a_bad_job_id_in_the_keyval_is_ignored_and_the_job_still_written(results_dir, key, value, problem):
+    results = results_dir().keyval(user="alice", **{key: value}).status(SLEEPTEST).autoserv_exit(0)
+    loaded = load_results(results.path, level=2)
+    assert (loaded.afe_parent_job_id, loaded.retry_original_job_id) == (None, None)
+    job = parse(results)
+    assert job.afe_parent_job_id is None
+    assert statuses_of(job) == {"SERVER_JOB": "GOOD", "sleeptest": "GOOD"}
+    assert f"keyval: {key}={value!r} {problem}; ignored" in job.keyvals.get(key="parse_problems").value
+    assert job.keyvals.get(key=key).value == value
+
+
+@pytest.mark.django_db
+def test_ids_just_in_range_are_kept(results_dir):
+    results = results_dir(f"{2**31 - 1}-alice/host1").keyval(user="alice", parent_job_id=2**31 - 1).status(SLEEPTEST)
+    job = parse(results)
+    assert (job.afe_job_id, job.afe_parent_job_id) == (2**31 - 1, 2**31 - 1)
+    assert not job.keyvals.filter(key="parse_problems").exists()
+
+
+@pytest.mark.django_db
+def test_an_out_of_range_job_id_in_the_tag_is_ignored_and_the_job_still_written(results_dir):
+    job = parse(results_dir(f"{HUGE}-alice/host1").status(SLEEPTEST).autoserv_exit(0))
+    assert (job.tag, job.afe_job_id, job.username, job.machine.hostname) == (
+        f"{HUGE}-alice/host1", None, "alice", "host1")
+    assert statuses_of(job) == {"SERVER_JOB": "GOOD", "sleeptest": "GOOD"}
+    assert not TkoTaskReference.objects.exists()
+    assert f"tag: job id of the tag='{HUGE}' is out of range; ignored" in job.keyvals.get(key="parse_problems").value
+
+
+@pytest.mark.parametrize("wait_status", [99999999999, -1, 65536])
+@pytest.mark.django_db
+def test_an_out_of_range_wait_status_is_an_abort_and_the_job_still_written(results_dir, wait_status):
+    job = parse(results_dir().keyval(user="alice").status(SLEEPTEST).autoserv_exit(wait_status))
+    assert statuses_of(job) == {"SERVER_JOB": "ABORT", "sleeptest": "GOOD"}
+    assert (f".autoserv_execute:2: wait status '{wait_status}' is out of range; taken as ABORT"
+            in job.keyvals.get(key="parse_problems").value)
+
+
+@pytest.fixture
+def far_east(monkeypatch):
+    """The process in a time zone east of UTC (where 9999-12-31 23:59:59 UTC is year 10000)."""
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.django_db
+def test_the_latest_epochs_do_not_overflow_a_datetime_east_of_utc(results_dir, far_east):
+    results = results_dir().keyval(user="alice", job_finished=253402300799).status(
+        SLEEPTEST + "GOOD | ---- | late | timestamp=253402300799 |\n")
+    job = parse(results)
+    assert rows_of(job)["late"].finished_time is None
+    assert job.finished_time == at(T0 + 20)  # the last usable timestamp of the log
+    assert "job_finished='253402300799' is not an epoch; ignored" in job.keyvals.get(key="parse_problems").value
+
+
+def machine_logs(results: ResultsDir) -> ResultsDir:
+    """Per-machine logs of a synchronous job on host-a and host-b; host-b's was cut off (autoserv killed)."""
+    return (results.keyval(user="alice", label="sync")
+            .host("host-a", "platform=link\n").host("host-b", "platform=lumpy\n")
+            .machine_status("host-a", """
+                START | host-a/on_a | on_a | timestamp=1700000001 | localtime=Nov 14 22:13:21 | hostname=host-a |
+                    GOOD | host-a/on_a | on_a | timestamp=1700000002 | localtime=Nov 14 22:13:22 | hostname=host-a | ok
+                END GOOD | host-a/on_a | on_a | timestamp=1700000003 | localtime=Nov 14 22:13:23 | hostname=host-a |
+            """)
+            .machine_status("host-b", """
+                START | host-b/on_b | on_b | timestamp=1700000004 | localtime=Nov 14 22:13:24 |
+                    GOOD | host-b/on_b | on_b | timestamp=1700000005 | localtime=Nov 14 22:13:25 | half way
+            """, indent=1)  # written by a worker inside a group: one level deeper
+            .file("host-b/on_b/results/keyval", "ms=3\n"))
+
+
+@pytest.mark.django_db
+def test_without_a_main_status_log_the_per_machine_logs_are_read(results_dir):
+    job = parse(machine_logs(results_dir("210-alice/group0")))
+    tests = rows_of(job)
+    assert statuses_of(job) == {"SERVER_JOB": "ABORT", "on_a": "GOOD", "on_b": "ABORT"}
+    assert {name: t.machine.hostname for name, t in tests.items()} == {
+        "SERVER_JOB": "host-a,host-b", "on_a": "host-a", "on_b": "host-b"}
+    assert (tests["on_b"].subdir, tests["on_b"].reason) == ("host-b/on_b", "Job aborted unexpectedly")
+    assert list(tests["on_b"].iteration_results.values_list("attribute", "value")) == [("ms", 3.0)]
+    assert (job.started_time, job.finished_time) == (at(T0 + 1), at(T0 + 5))
+    problems = job.keyvals.get(key="parse_problems").value
+    assert problems == "host-b/status.log: 1 level(s) still open at the end of the log; aborted"
+
+
+@pytest.mark.django_db
+def test_with_a_main_status_log_the_per_machine_logs_are_not_read(results_dir):
+    results = machine_logs(results_dir("211-alice/group0")).status("""
+        START | ---- | on_a | timestamp=1700000001 | hostname=host-a |
+        END GOOD | ---- | on_a | timestamp=1700000003 | hostname=host-a |
+    """).autoserv_exit(0)
+    job = parse(results)
+    assert statuses_of(job) == {"SERVER_JOB": "GOOD", "on_a": "GOOD"}
+    assert not job.keyvals.filter(key="parse_problems").exists()
+
+
+@pytest.mark.parametrize("hostname", ["host1", "dut-7.lab.example.com", "a b/c", "..hidden", "[::1]:22", "é"])
+def test_per_machine_directories_are_named_as_autoserv_names_them(hostname):
+    from drones.autoserv.job import safe_path_part
+    from drones.parse.results import _machine_dir
+
+    assert _machine_dir(hostname) == safe_path_part(hostname)
 
 
 # -- bin/parse ----------------------------------------------------------------------------

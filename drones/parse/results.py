@@ -5,6 +5,20 @@ Layout (spec scheduler-behaviour.md §5.3): ``keyval``, ``status.log`` (or
 ``<subdir>/keyval`` (test attributes) and ``<subdir>/results/keyval``
 (iterations).
 
+Per-machine status logs: a job over several machines may also leave
+``<machine>/status.log`` (each ``parallel_simple`` worker's own lines, kept
+so they survive autoserv being killed; ``<machine>`` is the name made safe as
+a directory name, as autoserv's ``job.safe_path_part`` does). The main
+``status.log`` is the record: when it exists the per-machine files are never
+read (the main log holds the same groups, so reading both would count tests
+twice). Only when there is neither ``status.log`` nor ``status`` are the
+per-machine files of the job's machines (the keyval's ``hostname``,
+``host_keyvals/``) read, each on its own (if every line is indented, the
+lines are shifted left to level 0); their tests without a ``hostname=`` are
+recorded on that machine, and problems name the file
+(``<machine>/status.log:<line>``). Subdirs stay relative to the results
+directory, as in the main log.
+
 Identity: the tag is the last ``level`` components of the directory's path
 (``-l 2`` on ``.../123-alice/host1`` gives ``123-alice/host1``, the ``-P``
 execution tag autoserv ran with); the AFE job id is the leading number of
@@ -22,18 +36,29 @@ that machine, other tests on the job's machine. A hostless job has none.
 
 Times: ``job_queued``, ``job_started`` and ``job_finished`` from the keyval;
 without the last two, the first and last timestamps of the status log.
+
+Numbers that end in integer columns are range-checked: job ids (the tag's,
+``parent_job_id``, ``retry_original_job_id``) must be ``0 <= id < 2**31`` and
+autoserv's wait status ``0 <= status < 2**16``. A value that is out of range
+(or not a number) is a recorded problem, the id becomes None and the wait
+status ABORT; the job is still written.
+
+SERVER_JOB: its status is the worse of autoserv's exit status and the
+status log's top-level job events (``ERROR ---- ----`` ...); its reason is the
+abort reason (``INFO`` ``job_abort_reason``), else the reasons of the worst
+top-level job events.
 """
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
 from .keyvals import Iteration, machine_group, read_host_keyvals, read_iterations, read_keyval, read_lines
-from .status_line import parse_timestamp
-from .status_log import Problem, StatusLogResult, TestResult, parse_status_log
+from .status_line import is_worse_or_equal, parse_timestamp, worse
+from .status_log import UNKNOWN_KERNEL, Problem, StatusLogResult, TestResult, parse_status_log
 
 SERVER_JOB = "SERVER_JOB"
 SERVER_JOB_SUBDIR = "----"
@@ -41,6 +66,12 @@ _AFE_TAG = re.compile(r"^(\d+)-(.+?)/.+$")
 _SUITE_JOB = re.compile(r"^([^/]*/[^/]*)-test_suites/control\.(.*)$")
 _TEST_JOB = re.compile(r"^([^/]*/[^/]*)/([^/]+)/.*$")
 _NOT_A_HOST = re.compile(r"^(hostless|group\d+)$")
+_UNSAFE_PATH_CHARS = re.compile(r"[^\w.+:=@-]")
+#: Ids go into signed 32-bit columns (AFE and TKO ``IntegerField``s).
+ID_LIMIT = 2**31
+#: A wait status is 16 bits (exit code << 8 | signal).
+WAIT_STATUS_LIMIT = 2**16
+PIDFILE = ".autoserv_execute"
 
 
 class ResultsDirError(Exception):
@@ -118,26 +149,44 @@ def parse_job_name(name: str) -> dict[str, str | None]:
     return info
 
 
-def autoserv_status(path: Path) -> str:
+def autoserv_status(path: Path, problems: list[Problem] | None = None) -> str:
     """The SERVER_JOB status from ``.autoserv_execute``: GOOD (exit 0), FAIL (exit ≠ 0) or ABORT.
 
-    ABORT also covers a missing or unreadable pidfile and a process killed by a signal.
+    ABORT also covers a missing or unreadable pidfile, a process killed by a
+    signal and a wait status out of range (``0 <= status < 2**16``), which is
+    reported in ``problems``.
     """
-    lines = read_lines(path / ".autoserv_execute") or []
+    lines = read_lines(path / PIDFILE) or []
     try:
         status = int(lines[1].strip())
     except (IndexError, ValueError):
+        return "ABORT"
+    if not 0 <= status < WAIT_STATUS_LIMIT:
+        if problems is not None:
+            problems.append(Problem(PIDFILE, 2, f"wait status {lines[1].strip()[:40]!r} is out of range; "
+                                                "taken as ABORT"))
         return "ABORT"
     if not os.WIFEXITED(status):
         return "ABORT"
     return "GOOD" if os.WEXITSTATUS(status) == 0 else "FAIL"
 
 
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
+def job_id(value: str | None, what: str, problems: list[Problem], source: str = "keyval") -> int | None:
+    """``value`` as a job id (``0 <= id < 2**31``); None, with a problem, if it is not one.
+
+    None or an empty value is None without a problem.
+    """
+    if value is None or not value.strip():
         return None
+    try:
+        number = int(value)
+    except ValueError:
+        problems.append(Problem(source, None, f"{what}={value[:40]!r} is not a job id; ignored"))
+        return None
+    if not 0 <= number < ID_LIMIT:
+        problems.append(Problem(source, None, f"{what}={value.strip()[:40]!r} is out of range; ignored"))
+        return None
+    return number
 
 
 def _timestamp(keyval: dict[str, str], key: str, problems: list[Problem]) -> int | None:
@@ -207,15 +256,22 @@ def load_results(path: str | os.PathLike[str], level: int = 1) -> JobResults:
     status_lines = read_lines(root / "status.log")
     if status_lines is None:
         status_lines = read_lines(root / "status")
-    if keyval is None and status_lines is None:
+    host_problems: list[Problem] = []
+    host_keyvals = read_host_keyvals(root, host_problems)
+    reason = abort_reason(keyval or {}, problems)
+    if status_lines is not None:
+        log: StatusLogResult | None = parse_status_log(status_lines, abort_reason=reason)
+    else:
+        log = _machine_status_logs(root, _known_machines(keyval or {}, host_keyvals), reason)
+    if keyval is None and log is None:
         raise ResultsDirError(f"{root} has no status.log and no keyval: nothing identifies a job to record")
     keyval = keyval or {}
     tag = job_tag(Path(os.path.abspath(root)), level)
-
-    log = parse_status_log(status_lines or [], abort_reason=abort_reason(keyval, problems))
+    has_status_log = log is not None
+    log = log or StatusLogResult()
     problems.extend(log.problems)
+    problems.extend(host_problems)
 
-    host_keyvals = read_host_keyvals(root, problems)
     owner = keyval.get("owner", "")
     machines = [Machine(h, machine_group(host_keyvals.get(h, {})), owner, host_keyvals.get(h, {}))
                 for h in _machines(keyval, host_keyvals, log.hostnames, tag)]
@@ -227,13 +283,13 @@ def load_results(path: str | os.PathLike[str], level: int = 1) -> JobResults:
 
     started = _timestamp(keyval, "job_started", problems)
     finished = _timestamp(keyval, "job_finished", problems)
-    if status_lines is not None:
+    if has_status_log:
         started = started if started is not None else log.first_timestamp
         finished = finished if finished is not None else log.last_timestamp
 
     tests = []
-    if status_lines is not None:
-        tests.append(_server_job(root, log, started, finished, _host_attributes(job_machine)))
+    if has_status_log:
+        tests.append(_server_job(root, log, started, finished, _host_attributes(job_machine), problems))
     by_name = {m.hostname: m for m in machines}
     for result in log.tests:
         attributes, iterations = _test_files(root, result, problems)
@@ -249,13 +305,67 @@ def load_results(path: str | os.PathLike[str], level: int = 1) -> JobResults:
     return JobResults(
         path=root, tag=tag, keyval=keyval, label=name,
         username=keyval.get("user") or (match.group(2) if match else None),
-        afe_job_id=int(match.group(1)) if match else None,
-        afe_parent_job_id=_int(keyval.get("parent_job_id")),
-        retry_original_job_id=_int(keyval.get("retry_original_job_id")),
+        afe_job_id=job_id(match.group(1), "job id of the tag", problems, "tag") if match else None,
+        afe_parent_job_id=job_id(keyval.get("parent_job_id"), "parent_job_id", problems),
+        retry_original_job_id=job_id(keyval.get("retry_original_job_id"), "retry_original_job_id", problems),
         queued=_timestamp(keyval, "job_queued", problems), started=started, finished=finished,
         build=build, machines=machines, job_machine=job_machine, tests=tests,
-        has_status_log=status_lines is not None, problems=problems, unparsed_lines=log.unparsed_lines,
+        has_status_log=has_status_log, problems=problems, unparsed_lines=log.unparsed_lines,
     )
+
+
+def _known_machines(keyval: dict[str, str], host_keyvals: dict[str, dict[str, str]]) -> list[str]:
+    """The machines the keyval's ``hostname`` and ``host_keyvals/`` name (not the status log's)."""
+    named = [h.strip() for h in keyval.get("hostname", "").split(",") if h.strip()]
+    return list(dict.fromkeys([*named, *host_keyvals]))
+
+
+def _machine_dir(hostname: str) -> str:
+    """The directory autoserv gives a machine's own files (``drones.autoserv.job.safe_path_part``)."""
+    return _UNSAFE_PATH_CHARS.sub("_", hostname).lstrip(".") or "_"
+
+
+def _dedent(lines: list[str]) -> list[str]:
+    """The lines shifted left so that the least indented status line is at level 0."""
+    depths = [len(line) - len(line.lstrip("\t")) for line in lines if line.strip()]
+    cut = min(depths, default=0)
+    return [line[cut:] if line.strip() else line for line in lines]
+
+
+def _machine_status_logs(root: Path, hostnames: list[str], abort: str) -> StatusLogResult | None:
+    """The per-machine ``<machine>/status.log`` files, read when the main status log is missing.
+
+    Each file is parsed on its own and the results are put together in the
+    order of ``hostnames``; a test without a ``hostname=`` gets the file's
+    machine. None if there is no such file.
+    """
+    merged: StatusLogResult | None = None
+    for host in hostnames:
+        directory = _machine_dir(host)
+        lines = read_lines(root / directory / "status.log")
+        if lines is None:
+            continue
+        log = parse_status_log(_dedent(lines), abort_reason=abort, source=f"{directory}/status.log")
+        if merged is None:
+            merged = StatusLogResult()
+        merged.tests += [test if test.hostname else replace(test, hostname=host) for test in log.tests]
+        merged.problems += log.problems
+        merged.unparsed_lines += log.unparsed_lines
+        if merged.kernel.base == UNKNOWN_KERNEL:
+            merged.kernel = log.kernel
+        merged.job_abort_reason = merged.job_abort_reason or log.job_abort_reason
+        if log.job_status is not None:
+            if merged.job_status is None or (log.job_status != merged.job_status
+                                             and is_worse_or_equal(log.job_status, merged.job_status)):
+                merged.job_status, merged.job_reason = log.job_status, log.job_reason
+            elif log.job_status == merged.job_status:
+                merged.job_reason = ", ".join(dict.fromkeys(r for r in (merged.job_reason, log.job_reason) if r))
+        merged.hostnames = list(dict.fromkeys([*merged.hostnames, host, *log.hostnames]))
+        stamps = [t for t in (merged.first_timestamp, log.first_timestamp) if t is not None]
+        merged.first_timestamp = min(stamps, default=None)
+        stamps = [t for t in (merged.last_timestamp, log.last_timestamp) if t is not None]
+        merged.last_timestamp = max(stamps, default=None)
+    return merged
 
 
 def _host_attributes(machine: Machine | None) -> dict[str, str]:
@@ -264,10 +374,17 @@ def _host_attributes(machine: Machine | None) -> dict[str, str]:
 
 
 def _server_job(root: Path, log: StatusLogResult, started: int | None, finished: int | None,
-                attributes: dict[str, str]) -> ParsedTest:
-    """The SERVER_JOB test: the whole job, its status from autoserv's exit status."""
+                attributes: dict[str, str], problems: list[Problem]) -> ParsedTest:
+    """The SERVER_JOB test: the whole job.
+
+    Its status is the worse of autoserv's exit status and the log's top-level
+    job events; its reason the abort reason, else the job events' reasons.
+    """
+    status = autoserv_status(root, problems)
+    if log.job_status is not None:
+        status = worse(status, log.job_status)
     result = TestResult(
-        testname=SERVER_JOB, subdir=SERVER_JOB_SUBDIR, status=autoserv_status(root),
-        reason=log.job_abort_reason, started=started, finished=finished, kernel=log.kernel,
+        testname=SERVER_JOB, subdir=SERVER_JOB_SUBDIR, status=status,
+        reason=log.job_abort_reason or log.job_reason, started=started, finished=finished, kernel=log.kernel,
     )
     return ParsedTest(result, None, attributes)

@@ -3,20 +3,30 @@
 Grammar (``<TAB>`` is one tab character; ``*`` repeats; ``[]`` is optional)::
 
     line       := <TAB>* word <TAB> subdir <TAB> test [<TAB> field]* [<TAB> reason]
-    word       := "START" | "END " status | "INFO" | status
+    word       := "START" | "END " status | "END INFO" | "INFO" | status
     status     := TEST_NA | ABORT | ERROR | FAIL | WARN | GOOD | ALERT | RUNNING | NOSTATUS
     subdir     := "----" (none) | any text without a tab
     test       := "----" (none) | any text without a tab
-    field      := key "=" value          key := [A-Za-z_][A-Za-z0-9_.-]*
+    field      := key "=" value          key := [letters digits _ . -]+ (what autoserv allows)
     reason     := the rest of the line (it may contain tabs and "=")
 
 - The number of leading tabs is the nesting level (one per open START).
-- Fields follow the test name for as long as they look like ``key=value``; the
-  first field that does not starts the reason, which runs to the end of the
-  line. The *last* field is the reason even when it contains ``=``, unless its
-  key is one autoserv writes (``timestamp``, ``localtime``, ``hostname``,
+- The writer's format (drones/autoserv/status_log.py): every line carries
+  ``timestamp=`` and ``localtime=`` fields and its *last* field is always the
+  reason, possibly empty. So when the fields before the last include both
+  ``timestamp`` and ``localtime``, the last field is the reason whatever it
+  looks like (``hostname=lh2 did not answer`` is a reason, not a field).
+- Lines of other writers (without those two fields) are read as before:
+  fields follow the test name for as long as they look like ``key=value``;
+  the first field that does not starts the reason, which runs to the end of
+  the line. The last field is the reason even when it contains ``=``, unless
+  its key is one autoserv writes (``timestamp``, ``localtime``, ``hostname``,
   ``kernel``, ``patch<N>``, ``job_abort_reason``): ``...\\ttimestamp=5`` has
-  an empty reason. A trailing tab (empty reason) is what autoserv writes.
+  an empty reason.
+- In both, a field before the last that is not ``key=value`` starts the
+  reason (a reason with a tab in it).
+- ``END INFO`` ends its group like ``END GOOD``: INFO is not a status, so the
+  group's status is the worst nested one (GOOD if there is none).
 - ``timestamp`` is seconds since the epoch (a decimal fraction is truncated).
 - An empty subdir or test name counts as ``----``.
 
@@ -37,10 +47,14 @@ from typing import Final
 STATUSES: Final = ("TEST_NA", "ABORT", "ERROR", "FAIL", "WARN", "GOOD", "ALERT", "RUNNING", "NOSTATUS")
 BEST: Final = STATUSES[-1]
 NONE_NAME: Final = "----"
-#: The latest epoch ``datetime`` can represent (9999-12-31).
-MAX_TIMESTAMP: Final = 253402300799
+#: The latest epoch accepted: 9999-12-30 UTC, so that it is still a ``datetime`` in every time
+#: zone (9999-12-31 23:59:59 UTC is year 10000 east of Greenwich, and would fail the write).
+MAX_TIMESTAMP: Final = 253402214399
 
-_FIELD = re.compile(r"^([A-Za-z_][A-Za-z0-9_.-]*)=(.*)$", re.DOTALL)
+#: ``key=value``; keys as autoserv's writer allows them (``FIELD_KEY_RE``).
+_FIELD = re.compile(r"^([\w.-]+)=(.*)$", re.DOTALL)
+#: The fields autoserv's writer puts on every line; with both, the last field is the reason.
+_WRITER_KEYS: Final = frozenset({"timestamp", "localtime"})
 _TRAILING_FIELD_KEY = re.compile(r"^(timestamp|localtime|hostname|kernel|patch\d+|job_abort_reason)$")
 
 
@@ -111,6 +125,8 @@ def _kind(word: str) -> tuple[Kind, str | None] | None:
         return Kind.INFO, None
     if word.startswith("END "):
         status = word[4:].strip()
+        if status == "INFO":  # autoserv may close a group with INFO: no status of its own
+            return Kind.END, "GOOD"
         return (Kind.END, status) if status in STATUSES else None
     return (Kind.STATUS, word) if word in STATUSES else None
 
@@ -118,13 +134,21 @@ def _kind(word: str) -> tuple[Kind, str | None] | None:
 def _split_fields(rest: list[str]) -> tuple[dict[str, str], str]:
     """The ``key=value`` fields after the test name, and the reason."""
     fields: dict[str, str] = {}
-    for i, part in enumerate(rest):
+    if not rest:
+        return fields, ""
+    for i, part in enumerate(rest[:-1]):
         match = _FIELD.match(part)
-        is_last = i == len(rest) - 1
-        if not match or (is_last and not _TRAILING_FIELD_KEY.match(match.group(1))):
+        if not match:  # not a field: the reason starts here (it has a tab in it)
             return fields, "\t".join(rest[i:])
         fields[match.group(1)] = match.group(2)
-    return fields, ""
+    last = rest[-1]
+    if _WRITER_KEYS <= fields.keys():  # autoserv's format: the last field is the reason, always
+        return fields, last
+    match = _FIELD.match(last)
+    if match and _TRAILING_FIELD_KEY.match(match.group(1)):  # another writer's line without a reason
+        fields[match.group(1)] = match.group(2)
+        return fields, ""
+    return fields, last
 
 
 def parse_status_line(text: str, lineno: int) -> StatusLine | BadLine:

@@ -18,7 +18,13 @@ The parser runs once, after the job has ended, so it never leaves a test
   TEST_NA); a failing test does not fail it.
 - A status line with a subdir or test name at test level, outside any test, is
   a complete test by itself (no start time). Without either name it is a job
-  event and only counts toward the enclosing client job.
+  event: inside a client job it only counts toward that client job; outside
+  any group (``ERROR ---- ----`` for a control file that does not compile, an
+  internal or usage error, ``ABORT ---- ----`` when autoserv was stopped) it
+  is about the whole job. The worst such top-level WARN, FAIL, ERROR or ABORT
+  is ``job_status`` and the distinct reasons of the lines with that status, in
+  order, ``", "``-joined, are ``job_reason`` (for SERVER_JOB); better
+  statuses and TEST_NA (not applicable) say nothing went wrong.
 - A test named ``reboot`` without a subdir becomes ``boot.<n>``; when it ends
   better than FAIL and its END has ``kernel=``/``patch<N>=`` fields, later
   tests run on that kernel. So do tests after an ``INFO`` line with ``kernel=``.
@@ -40,6 +46,8 @@ from dataclasses import dataclass, field
 from .status_line import BEST, BadLine, Kind, StatusLine, is_worse_or_equal, parse_status_line, worse
 
 UNKNOWN_KERNEL = "UNKNOWN"
+#: The statuses of top-level job events that tell something went wrong with the job.
+_JOB_EVENT_STATUSES = frozenset({"ABORT", "ERROR", "FAIL", "WARN"})
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,8 @@ class StatusLogResult:
     unparsed_lines: int = 0
     kernel: Kernel = field(default_factory=Kernel)
     job_abort_reason: str = ""
+    job_status: str | None = None  # the worst top-level job event that went wrong (WARN...ABORT), if any
+    job_reason: str = ""  # the reasons of the top-level job events with job_status
     hostnames: list[str] = field(default_factory=list)
     first_timestamp: int | None = None
     last_timestamp: int | None = None
@@ -156,6 +166,7 @@ class _Parser:
         self.running: _Level | None = None
         self.client_count = 0
         self.boot_count = 0
+        self.job_reasons: list[str] = []  # the distinct reasons of the top-level job events with job_status
 
     # -- input ---------------------------------------------------------------------
 
@@ -231,8 +242,10 @@ class _Parser:
             return
         if self.levels:  # directly inside a client job
             self.levels[-1].worst = worse(self.levels[-1].worst, line.status)
-        if line.subdir is None and line.testname is None:
-            return  # a job-level event
+        if line.subdir is None and line.testname is None:  # a job-level event
+            if not self.levels:
+                self._job_event(line.status, line.reason)
+            return
         self._add(TestResult(
             testname=line.testname or line.subdir or "", subdir=line.subdir, status=line.status,
             reason=line.reason, started=None, finished=line.timestamp, kernel=self.result.kernel,
@@ -272,6 +285,20 @@ class _Parser:
         ))
 
     # -- helpers ---------------------------------------------------------------------
+
+    def _job_event(self, status: str, reason: str) -> None:
+        """A top-level status line about the whole job: remember the worst, with its reasons."""
+        if status not in _JOB_EVENT_STATUSES:
+            return  # nothing went wrong
+        result = self.result
+        if result.job_status is None or (status != result.job_status and is_worse_or_equal(status, result.job_status)):
+            result.job_status = status
+            self.job_reasons = []
+        elif status != result.job_status:
+            return  # better than the worst so far
+        if reason and reason not in self.job_reasons:
+            self.job_reasons.append(reason)
+        result.job_reason = ", ".join(self.job_reasons)
 
     def _abort_innermost(self, lineno: int | None, reason: str, timestamp: int | None) -> None:
         level = self.levels[-1]
