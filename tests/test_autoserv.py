@@ -69,12 +69,15 @@ def find(entries: list[Entry], operation: str) -> Entry:
     return matches[0]
 
 
-def parse_status_log(results: Path) -> list[Entry]:
-    """The top-level entries of ``<results>/status.log``; asserts nesting and field formats."""
+def parse_status_log(results: Path, name: str = "status.log", complete: bool = True) -> list[Entry]:
+    """The top-level entries of ``<results>/<name>``; asserts nesting and field formats.
+
+    Unless ``complete``, groups may be left open (a log cut short by SIGKILL): their ``end`` is ``None``.
+    """
     top: list[Entry] = []
     stack: list[Entry] = []
     now = time.time()
-    for number, line in enumerate((results / "status.log").read_text().splitlines(), 1):
+    for number, line in enumerate((results / name).read_text().splitlines(), 1):
         match = LINE_RE.match(line)
         assert match, f"status.log line {number} is malformed: {line!r}"
         depth = len(match["tabs"])
@@ -93,7 +96,7 @@ def parse_status_log(results: Path) -> list[Entry]:
         (stack[-1].children if stack else top).append(entry)
         if status == "START":
             stack.append(entry)
-    assert not stack, f"groups left open: {[g.operation for g in stack]}"
+    assert not complete or not stack, f"groups left open: {[g.operation for g in stack]}"
     return top
 
 
@@ -225,6 +228,19 @@ def assert_exit(run: Run, code: int, failed: int | None = None, name: str = ".au
         assert lines[2] == str(failed)
 
 
+def start_autoserv(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """autoserv in the background, leading its own process group (as the drone runs it)."""
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def wait_for(condition, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
 BOTH = pytest.mark.parametrize("kind", ["local", "ssh"])
 
 # -- the command line --------------------------------------------------------------------------
@@ -299,6 +315,26 @@ def test_unknown_flags_are_accepted_and_logged(autoserv, results, lab):
     for flag in ("--verify_job_repo_url", "--parent_job_id 7", "--require-ssp", "--test_source_build R1-2",
                  "--brand-new-flag=3 (unknown)"):
         assert f"accepted but not implemented: {flag}" in log
+
+
+def test_a_value_starting_with_a_dash_is_the_options_value(autoserv, results, lab):
+    """As with Autotest's optparse, the word after -l is the job name whatever it looks like."""
+    options = cli.parse_args(["-r", "/r", "-u", "-bob", "-l", "-smoke", "-P", "-tag", "-a", "--fast -v",
+                              "--pidfile-label", "-odd", "--parent_job_id", "-1", "-s", "-n", "-control"])
+    assert (options.user, options.label, options.execution_tag) == ("-bob", "-smoke", "-tag")
+    assert options.control_args == ("--fast", "-v") and options.pidfile_label == "-odd"
+    assert options.control_path.name == "-control" and "--parent_job_id -1" in options.ignored
+    provision = cli.parse_args(["-r", "/r", "-m", "h1", "--provision", "--job-labels", "-odd:1,b:2"])
+    assert provision.job_labels == ("-odd:1", "b:2")
+    assert cli.salvage_pidfile(["-p", "-r", "-results"]) == Path("-results").absolute() / ".autoserv_execute"
+
+    control = results.parent / "control"
+    control.write_text("job.run_test('t', command='true')\n")
+    identity = JobIdentity("-bob", "-smoke", ControlType.SERVER)
+    run = autoserv(job_command(AUTOSERV, str(results), [lab("local")], identity, "1--bob/local1", str(control), 7))
+    assert_exit(run, 0, failed=0)
+    keyval = (results / "keyval").read_text()
+    assert "user=-bob\n" in keyval and "label=-smoke\n" in keyval
 
 
 # -- status.log and keyval files -------------------------------------------------------------
@@ -378,9 +414,10 @@ parallel_simple(per_machine, machines)
     assert set(by_subdir) == {"local1/hostname", "local1/fails", "127.0.0.1/hostname", "127.0.0.1/fails"}
     assert by_subdir["local1/fails"].end == "GOOD" and by_subdir["127.0.0.1/fails"].end == "FAIL"
     assert by_subdir["127.0.0.1/hostname"].end == "GOOD"
-    # Each machine's lines are one block: its two tests are adjacent.
-    order = [e.subdir.split("/")[0] for e in top]
-    assert order in (["local1"] * 2 + ["127.0.0.1"] * 2, ["127.0.0.1"] * 2 + ["local1"] * 2)
+    # Each test is one block, written when it ends: a machine's tests are in order (maybe between the other's).
+    for machine in machines:
+        assert [e.subdir for e in top if e.subdir.startswith(f"{machine}/")] == [f"{machine}/hostname",
+                                                                                 f"{machine}/fails"]
     assert (results / "127.0.0.1" / "hostname" / "stdout").read_text().strip()
 
 
@@ -397,6 +434,116 @@ parallel_simple(per_machine, machines)
     (error,) = run.status()
     assert error.status == "ERROR" and error.operation == "----"
     assert "1 invocation(s) of per_machine failed: local2: RuntimeError: no luck on local2" in error.reason
+
+
+def test_nested_parallel_simple_keeps_inner_groups_inside_the_outer_ones(autoserv, results, lab):
+    machines = [lab("local", "local1"), lab("local", "local2")]
+    control = """
+def check(part):
+    job.run_test("check", command="true")
+def per_machine(machine):
+    job.run_test("setup", host=machine, command="true")
+    job.run_test("parts", function=lambda: parallel_simple(check, ["a", "b"]))
+parallel_simple(per_machine, machines)
+"""
+    run = autoserv(server_job(results, control, machines))
+    assert_exit(run, 0, failed=0)
+    top = run.status()
+    for machine in machines:
+        setup, parts = (e for e in top if e.subdir.startswith(f"{machine}/"))
+        assert (setup.subdir, setup.end, parts.subdir, parts.end) == (
+            f"{machine}/setup", "GOOD", f"{machine}/parts", "GOOD")
+        assert sorted((c.subdir, c.end) for c in parts.children if c.status == "START") == [
+            (f"{machine}/a/check", "GOOD"), (f"{machine}/b/check", "GOOD")]
+        # Each worker also keeps its own complete log, indented from its own level.
+        own_setup, own_parts = parse_status_log(results / machine)
+        assert own_setup.subdir == f"{machine}/setup"
+        assert sorted(c.subdir for c in own_parts.children if c.status == "START") == [
+            f"{machine}/a/check", f"{machine}/b/check"]
+        (inner,) = parse_status_log(results / machine / "a")
+        assert (inner.subdir, inner.end) == (f"{machine}/a/check", "GOOD")
+
+
+def test_a_failure_inside_a_test_fails_the_test_and_the_run(autoserv, results):
+    control = """
+def outer():
+    job.run_test("inner", command="false")
+job.run_test("outer", function=outer)
+"""
+    run = autoserv(server_job(results, control))
+    assert_exit(run, 1, failed=1)
+    (outer,) = run.status()
+    assert outer.find("inner").end == "FAIL"
+    assert outcome(outer) == ("FAIL", "nested inner: command failed with exit status 1")
+
+
+NESTED = {
+    "not applicable, then failing": (["TestNA('n/a')", "TestFail('bad')"], "FAIL"),
+    "failing, then not applicable": (["TestFail('bad')", "TestNA('n/a')"], "FAIL"),
+    "failing, then broken": (["TestFail('bad')", "TestError('broken')"], "ERROR"),
+    "only not applicable": (["TestNA('n/a')"], "TEST_NA"),
+    "only passing": (["None"], "GOOD"),
+}
+
+
+@pytest.mark.parametrize("raised, expected", NESTED.values(), ids=NESTED)
+def test_a_test_ends_with_the_worst_status_nested_in_it(raised, expected, autoserv, results):
+    control = f"""
+def inner(exc):
+    if exc is not None:
+        raise exc
+def outer():
+    for i, exc in enumerate([{", ".join(raised)}]):
+        job.run_test("inner%d" % i, function=inner, exc=exc)
+job.run_test("outer", function=outer)
+"""
+    run = autoserv(server_job(results, control))
+    passed = expected in ("GOOD", "TEST_NA")
+    assert_exit(run, 0 if passed else 1, failed=0 if passed else 1)
+    assert run.status()[0].end == expected
+
+
+def test_a_failure_in_a_worker_fails_the_test_that_started_the_workers(autoserv, results, lab):
+    machines = [lab("local", "local1"), lab("local", "local2")]
+    control = """
+def per_machine(machine):
+    job.run_test("check", host=machine, command="test %s = local1" % machine)
+job.run_test("all", function=lambda: parallel_simple(per_machine, machines))
+"""
+    run = autoserv(server_job(results, control, machines))
+    assert_exit(run, 1, failed=1)
+    (everything,) = run.status()
+    checks = {c.subdir: c.end for c in everything.children if c.status == "START"}
+    assert checks == {"local1/check": "GOOD", "local2/check": "FAIL"}
+    assert outcome(everything) == ("FAIL", "nested local2/check: command failed with exit status 1")
+
+
+def test_a_reason_that_is_not_utf8_does_not_stop_the_control_file(autoserv, results):
+    control = r'''
+def bad():
+    raise TestFail("bad \udcff name")
+job.run_test("bad", function=bad)
+job.write_keyval({"odd": "\udcff"})
+job.run_test("next", command="true")
+'''
+    run = autoserv(server_job(results, control))
+    assert_exit(run, 1, failed=1)
+    bad, after = run.status()
+    assert outcome(bad) == ("FAIL", "bad \\udcff name") and after.end == "GOOD"
+    assert "odd=\\udcff\n" in (results / "keyval").read_text()
+
+
+def test_end_info_is_never_written(autoserv, results):
+    control = """
+job.record("START", None, "notes")
+job.record("INFO", None, "notes", "just saying")
+job.record("END INFO", None, "notes")
+"""
+    run = autoserv(server_job(results, control))
+    assert_exit(run, 0, failed=0)
+    (notes,) = run.status()
+    assert notes.end == "GOOD" and [c.status for c in notes.children] == ["INFO"]
+    assert "END INFO" not in (results / "status.log").read_text()
 
 
 def test_control_file_with_a_syntax_error(autoserv, results):
@@ -420,6 +567,43 @@ def test_missing_control_file(autoserv, results):
     run = autoserv(command)
     assert_exit(run, 1)
     assert run.status()[0].reason.startswith("cannot read control file")
+
+
+EXITS = {
+    "sys.exit()": ("sys.exit()", 0, None),
+    "exit(0)": ("exit(0)", 0, None),
+    "raise SystemExit": ("raise SystemExit", 0, None),
+    "sys.exit(3)": ("sys.exit(3)", 1, "control file called sys.exit(3) (control file line 3)"),
+    "sys.exit(message)": ("sys.exit('giving up')", 1,
+                          "control file called sys.exit('giving up') (control file line 3)"),
+    "KeyboardInterrupt": ("raise KeyboardInterrupt", 1, "control file raised KeyboardInterrupt (control file line 3)"),
+}
+
+
+@pytest.mark.parametrize("statement, code, error", EXITS.values(), ids=EXITS)
+def test_control_file_that_exits(statement, code, error, autoserv, results):
+    """sys.exit() ends the control file; the pidfile and the exit status say the same."""
+    control = f"job.run_test('passes', command='true')\nimport sys\n{statement}\njob.run_test('never', command='true')"
+    run = autoserv(server_job(results, control))
+    assert_exit(run, code, failed=code)
+    top = run.status()
+    assert (top[0].operation, top[0].end) == ("passes", "GOOD")
+    assert [(e.status, e.reason) for e in top[1:]] == ([("ERROR", error)] if error else [])
+
+
+def test_sys_exit_0_after_a_failed_test_is_still_a_failure(autoserv, results):
+    run = autoserv(server_job(results, "job.run_test('fails', command='false')\nimport sys\nsys.exit(0)\n"))
+    assert_exit(run, 1, failed=1)
+    assert [(e.operation, e.end) for e in run.status()] == [("fails", "FAIL")]
+
+
+def test_a_file_named_debug_in_the_results_is_an_error_not_a_crash(autoserv, results):
+    (results / "debug").write_text("not a directory\n")
+    run = autoserv(server_job(results, "job.run_test('t', command='true')\n"))
+    assert_exit(run, 1, failed=1)
+    (error,) = run.status()
+    assert error.status == "ERROR"
+    assert error.reason.startswith(f"cannot write the debug log {results}/debug/autoserv.DEBUG: ")
 
 
 # -- client control files ------------------------------------------------------------------------
@@ -607,6 +791,19 @@ def test_repair_uses_the_hosts_own_protection_without_the_flag(autoserv, results
     assert not (tmp_path / "repaired").exists()
 
 
+def test_a_power_cycle_forbidden_by_protection_is_noted_not_marked_test_na(autoserv, results, lab, tmp_path):
+    """TKO ranks TEST_NA worst: a TEST_NA line would show the failed repair as TEST_NA."""
+    host = lab("local", verify_command="false", repair_command="true",
+               power_cycle_command=f"touch {tmp_path}/cycled")
+    run = autoserv(action(host, TASK.REPAIR, results, protection=Protection.REPAIR_SOFTWARE_ONLY))
+    assert_exit(run, 1, failed=1)
+    (repair,) = run.status()
+    skipped = repair.find("repair.power_cycle")
+    assert (skipped.status, skipped.reason) == ("INFO", "skipped: not allowed by host protection REPAIR_SOFTWARE_ONLY")
+    assert outcome(repair) == ("FAIL", "repair did not make the host pass verify")
+    assert "TEST_NA" not in (results / "status.log").read_text() and not (tmp_path / "cycled").exists()
+
+
 @BOTH
 def test_provision_fills_the_template(kind, autoserv, results, lab, tmp_path):
     host = lab(kind, provision_command=f"echo installing {{value}} for {{prefix}} on {{hostname}} >> {tmp_path}/log",
@@ -639,6 +836,37 @@ def test_provision_without_a_command_fails(autoserv, results, lab):
 def test_provision_template_helpers():
     assert split_label("cros-version:R100-1234") == ("cros-version", "R100-1234")
     assert fill("echo installing {value} ${HOME} {other}", value="R1") == "echo installing R1 ${HOME} {other}"
+
+
+@BOTH
+def test_a_label_value_cannot_inject_a_shell_command(kind, autoserv, results, lab, tmp_path):
+    """The value is one word wherever the template puts it: bare, in '...' or in "..."."""
+    pwned = tmp_path / "pwned"
+    label = f"cros-version:R1;touch {pwned} $(touch {pwned}) `touch {pwned}` 'q' \"d\""
+    host = lab(kind, provision_command=f"echo {{value}} '{{value}}' \"v={{value}}\" >> {tmp_path}/log")
+    run = autoserv(action(host, TASK.PROVISION, results, labels=(label,)))
+    assert_exit(run, 0, failed=0)
+    assert not pwned.exists()
+    value = split_label(label)[1]
+    assert (tmp_path / "log").read_text() == f"{value} {value} v={value}\n"
+
+
+def test_a_host_label_cannot_inject_into_its_verify_check(autoserv, results, lab):
+    label = "b:$(false)x"
+    host = lab("local", labels=(label,),
+               **{f"verify_label_{label}": "test {value} = '$(false)x' && test {label} = {prefix}:{value}"})
+    run = autoserv(action(host, TASK.VERIFY, results))
+    assert_exit(run, 0, failed=0)
+
+
+@pytest.mark.parametrize("template, expected", [
+    ("printf %s {value}", "{v}"), ("printf %s '{value}'", "{v}"), ('printf %s "v={value}!"', "v={v}!"),
+    ("printf %s {value}x", "{v}x"), ("printf %s \"\\\"{value}\"", '"{v}'),
+])
+def test_fill_makes_a_value_one_literal_shell_word(template, expected):
+    value = "R1;echo injected $(echo sub) `echo tick` 'q' \"d\" \\ $HOME *"
+    result = subprocess.run(["sh", "-c", fill(template, value=value)], capture_output=True, text=True, timeout=10)
+    assert result.stdout == expected.replace("{v}", value)
 
 
 # -- hosts that cannot be used ---------------------------------------------------------------------
@@ -714,6 +942,18 @@ job.run_test("ssh_reboot", function=lambda: remote.reboot(timeout=1))
     assert outcome(remote) == ("ERROR", "127.0.0.1 did not come back from a reboot within 1s")
 
 
+def test_run_test_on_a_host_by_name_reuses_one_ssh_connection(autoserv, results, lab):
+    control = """
+for i in range(60):
+    job.run_test("t%d" % i, host=machines[0], command="true")
+assert hosts.create_host(machines[0]) is hosts.create_host(machines[0])
+"""
+    run = autoserv(server_job(results, control, [lab("ssh")]))
+    assert_exit(run, 0, failed=0)
+    assert len(run.status()) == 60
+    assert run.debug_log().count(": connecting (key") == 1
+
+
 # -- crash info ----------------------------------------------------------------------------------
 
 
@@ -757,6 +997,88 @@ def test_sigterm_records_abort(kind, env, results, lab, tmp_path):
     assert outcome(forever) == ("ABORT", "autoserv received SIGTERM")
     leftover = subprocess.run(["pgrep", "-f", f"sleep 60.{os.getpid()}"], capture_output=True)
     assert leftover.returncode == 1
+
+
+def test_sigterm_during_nested_workers_closes_every_group_in_place(env, results, lab, tmp_path):
+    machines = [lab("local", "local1"), lab("local", "local2")]
+    control = f"""
+def part(name):
+    marker = "{tmp_path}/%s.started" % job.test_subdir(name).replace("/", "_")
+    job.run_test("forever", command="touch %s; sleep 60.{os.getpid()}7" % marker)
+def per_machine(machine):
+    job.run_test("quick", host=machine, command="true")
+    job.run_test("parts", function=lambda: parallel_simple(part, ["a", "b"]))
+parallel_simple(per_machine, machines)
+"""
+    proc = start_autoserv(server_job(results, control, machines), env)
+    wait_for(lambda: len(list(tmp_path.glob("*.started"))) == 4)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "Traceback" not in stderr
+    top = parse_status_log(results)
+    for machine in machines:
+        quick, parts = (e for e in top if e.subdir.startswith(f"{machine}/") and e.status == "START")
+        assert (quick.end, parts.end) == ("GOOD", "ABORT")
+        inner = [c for c in parts.children if c.status == "START"]
+        assert sorted((c.subdir, c.end) for c in inner) == [
+            (f"{machine}/a/forever", "ABORT"), (f"{machine}/b/forever", "ABORT")]
+        _, own_parts = parse_status_log(results / machine)  # complete: every group closed there too
+        assert own_parts.end == "ABORT"
+
+
+def test_sigkill_keeps_what_parallel_workers_recorded(env, results, lab, tmp_path):
+    """The scheduler aborts with SIGKILL: finished groups are in status.log, running ones in each worker's log."""
+    machines = [lab("local", "local1"), lab("local", "local2")]
+    control = f"""
+def per_machine(machine):
+    job.run_test("quick", host=machine, command="true")
+    job.run_test("forever", host=machine, command="touch {tmp_path}/%s.started; sleep 60.{os.getpid()}4" % machine)
+parallel_simple(per_machine, machines)
+"""
+    proc = start_autoserv(server_job(results, control, machines), env)
+    wait_for(lambda: all((tmp_path / f"{m}.started").exists() for m in machines))
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=20)
+    top = parse_status_log(results)
+    assert sorted((e.subdir, e.end) for e in top) == [("local1/quick", "GOOD"), ("local2/quick", "GOOD")]
+    for machine in machines:
+        quick, forever = parse_status_log(results / machine, complete=False)
+        assert (quick.subdir, quick.end) == (f"{machine}/quick", "GOOD")
+        assert (forever.subdir, forever.end, forever.fields["hostname"]) == (f"{machine}/forever", None, machine)
+
+
+def test_sigkill_during_a_client_job_on_two_hosts_leaves_each_hosts_log(env, results, lab, tmp_path):
+    machines = [lab("local", "local1"), lab("local", "local2")]
+    control = (f"#!/bin/sh\npwd > {tmp_path}/$$.new && mv {tmp_path}/$$.new {tmp_path}/$$.started\n"
+               f"exec sleep 60.{os.getpid()}5\n")
+    proc = start_autoserv(server_job(results, control, machines, kind=ControlType.CLIENT), env)
+    wait_for(lambda: len(list(tmp_path.glob("*.started"))) == 2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=20)
+    for started in tmp_path.glob("*.started"):  # nothing can clean up after SIGKILL
+        subprocess.run(["rm", "-rf", started.read_text().strip()], check=True)
+    assert parse_status_log(results) == []
+    for machine in machines:
+        (client,) = parse_status_log(results / machine, complete=False)
+        assert (client.operation, client.subdir, client.end, client.fields["hostname"]) == (
+            "client", machine, None, machine)
+
+
+@BOTH
+def test_client_temp_dir_is_removed_after_sigterm(kind, env, results, lab, tmp_path):
+    where = tmp_path / "where"
+    control = f"#!/bin/sh\npwd > {where}.new && mv {where}.new {where}\nexec sleep 60.{os.getpid()}6\n"
+    proc = subprocess.Popen(server_job(results, control, [lab(kind)], kind=ControlType.CLIENT), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(where.exists)
+    tmpdir = Path(where.read_text().strip())
+    assert tmpdir.name.startswith("autoserv.") and tmpdir.is_dir()
+    os.kill(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 1 and "Traceback" not in stderr
+    (client,) = parse_status_log(results)
+    assert outcome(client) == ("ABORT", "autoserv received SIGTERM")
+    assert not tmpdir.exists()
 
 
 # -- host information -----------------------------------------------------------------------------

@@ -9,7 +9,9 @@ Each action is one status.log group on its host (``hostname=`` field on every li
     END FAIL    ----  verify        hostname=h1
 
 What each action does (``{hostname}``, ``{label}``, ``{prefix}``, ``{value}``
-in commands are replaced; other braces are left alone for the shell):
+in commands are replaced by the value as one shell word, quoted for where it
+stands — outside quotes, inside '...' or inside "..." — so a label can never
+inject a command; other braces are left alone for the shell):
 
 - **verify**: ``true`` must run on the host; then the host attribute
   ``verify_command``; then, for each of the host's labels and the
@@ -25,7 +27,7 @@ in commands are replaced; other braces are left alone for the shell):
   enough and the protection is ``NO_PROTECTION``, ``power_cycle_command``
   runs *on the drone* (it usually drives a power switch), the host is waited
   for (``reboot_timeout``) and verified again. ``REPAIR_SOFTWARE_ONLY`` and
-  ``REPAIR_FILESYSTEM_ONLY`` never power-cycle.
+  ``REPAIR_FILESYSTEM_ONLY`` never power-cycle (an ``INFO`` line says so).
 - **provision**: for each ``--job-labels`` label ``<prefix>:<value>``, the
   template from host attribute ``provision_command_<prefix>``, else
   ``provision_command``, else setting ``AUTOSERV_PROVISION_COMMAND``, runs on
@@ -35,6 +37,8 @@ in commands are replaced; other braces are left alone for the shell):
 from __future__ import annotations
 
 import logging
+import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -46,14 +50,37 @@ from .status_log import StatusLog
 log = logging.getLogger(__name__)
 
 PLACEHOLDERS = ("hostname", "label", "prefix", "value")
+_PLACEHOLDER_RE = re.compile(r"\{(" + "|".join(PLACEHOLDERS) + r")\}")
 
 
 def fill(template: str, **values: str) -> str:
-    """``template`` with ``{hostname}``, ``{label}``, ``{prefix}``, ``{value}`` replaced (nothing else)."""
-    for name in PLACEHOLDERS:
-        if name in values:
-            template = template.replace("{" + name + "}", values[name])
-    return template
+    """``template`` (a shell command) with ``{hostname}``, ``{label}``, ``{prefix}``, ``{value}`` replaced.
+
+    Each value becomes exactly one shell word with its text, whatever it
+    contains: ``shlex.quote``-d outside quotes, and inside a '...' or "..."
+    string the string is closed, the quoted value put in and the string
+    reopened (``"v={value}"`` → ``"v="'a;b'""``). Other braces are left alone.
+    """
+    out: list[str] = []
+    quote = ""  # the quote character of the string being scanned ("" outside)
+    i = 0
+    while i < len(template):
+        char = template[i]
+        match = _PLACEHOLDER_RE.match(template, i)
+        if match and match[1] in values:
+            word = shlex.quote(values[match[1]])
+            out.append(f"{quote}{word}{quote}" if quote else word)
+            i = match.end()
+            continue
+        if char == "\\" and quote != "'":  # an escaped character is taken as it is
+            out.append(template[i:i + 2])
+            i += 2
+            continue
+        if char in "'\"" and quote in ("", char):
+            quote = "" if quote else char
+        out.append(char)
+        i += 1
+    return "".join(out)
 
 
 def split_label(label: str) -> tuple[str, str]:
@@ -185,7 +212,8 @@ class HostAction:
             if self._step("repair.command", self._fill(repair_command)) and self._group("verify", self._verify):
                 return True
         if power_cycle and protection != "NO_PROTECTION":
-            self._record("TEST_NA", "repair.power_cycle", f"not allowed by host protection {protection}")
+            # INFO, not TEST_NA: TKO ranks TEST_NA worst, and it would hide the repair's FAIL.
+            self._record("INFO", "repair.power_cycle", f"skipped: not allowed by host protection {protection}")
         elif power_cycle:
             tried = True
             if (

@@ -8,6 +8,12 @@ command line that cannot be understood raises ``UsageError`` (exit status 2).
 
 The control file is the argument of ``-n`` (in Autotest ``-n`` was a flag and
 the control file the trailing positional argument — both spellings work).
+
+As with Autotest's optparse, the word after an option that takes a value is
+its value even when it starts with ``-`` (``-l -smoke`` is the job name
+``-smoke``): ``normalize_argv`` rewrites such pairs as ``--option=value``
+before argparse sees them. For ``-n``, whose value is optional, that is done
+only when the next word is not one of autoserv's options.
 """
 from __future__ import annotations
 
@@ -170,9 +176,52 @@ def _dest(flag: str) -> str:
     return "ignored_" + flag.lstrip("-").replace("-", "_")
 
 
+def _value_options(parser: argparse.ArgumentParser) -> tuple[dict[str, str], set[str]]:
+    """({option string: its ``=`` form} for options that take a value, every option string)."""
+    takes_value: dict[str, str] = {}
+    every: set[str] = set()
+    for action in parser._actions:  # noqa: SLF001 (argparse has no public list)
+        every.update(action.option_strings)
+        if not action.option_strings or action.nargs == 0:
+            continue
+        long = next((o for o in action.option_strings if o.startswith("--")), None)
+        for option in action.option_strings:
+            # "--label=" for -l and --label; "-n" (no long form) takes its value attached: "-n-x"
+            takes_value[option] = f"{long}=" if long else option
+    return takes_value, every
+
+
+def normalize_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``--opt VALUE`` / ``-o VALUE`` pairs whose value starts with ``-`` joined as ``--opt=VALUE``.
+
+    argparse would take such a value for an option and report "expected one
+    argument"; optparse, which Autotest used, took it as the value.
+    """
+    takes_value, every = _value_options(build_parser())
+    optional = {"-n"}  # nargs="?": the next word is its value only if it is not an option
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        following = argv[i + 1] if i + 1 < len(argv) else None
+        if arg in takes_value and following is not None and following.startswith("-") and following != "-":
+            known = following in every or following.split("=", 1)[0] in every
+            if arg not in optional or not (known or following.startswith("--")):
+                out.append(takes_value[arg] + following)
+                i += 2
+                continue
+        if arg in takes_value and following is not None and arg not in optional:
+            out += [arg, following]  # a value is never taken for an option
+            i += 2
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def parse_args(argv: Sequence[str]) -> Options:
     """Parse autoserv's command line; raises ``UsageError`` when it is malformed."""
-    argv = list(argv)
+    argv = normalize_argv(argv)
     ns, unknown = build_parser().parse_known_args(argv)
     leftovers = list(ns.positional) + [arg for arg in unknown if not arg.startswith("-")]
     unknown_flags = [arg for arg in unknown if arg.startswith("-")]
@@ -239,7 +288,7 @@ def salvage_pidfile(argv: Sequence[str]) -> Path | None:
     Lets autoserv record a usage error in the pidfile so the scheduler does not
     wait for a process that never reports.
     """
-    argv = list(argv)
+    argv = normalize_argv(argv)
     if "-p" not in argv and "--write-pidfile" not in argv:
         return None
     results = label = None

@@ -7,9 +7,10 @@ machines)``, ``args`` (the ``-a`` arguments) and the exceptions
 ``TestFail``, ``TestError``, ``TestNA``.
 
 Client control files are copied to every host (into a ``mktemp -d``
-directory, the current directory while they run) and run there, in parallel
-over the hosts, each host's run recorded as a test named ``client`` with
-subdir ``<hostname>`` and its output in ``<results>/<hostname>/stdout`` and
+directory, the current directory while they run; removed afterwards — after
+an abort, at the end of the run) and run there, in parallel over the hosts,
+each host's run recorded as a test named ``client`` with subdir
+``<hostname>`` and its output in ``<results>/<hostname>/stdout`` and
 ``stderr``. How a client control file runs:
 
 - starts with ``#!``: made executable and run directly (its interpreter);
@@ -26,7 +27,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from .errors import CommandTimeout, ControlFileError, HostError, TestError, TestFail, TestNA
+from .errors import CommandTimeout, ControlFileError, TestError, TestFail, TestNA
 from .hostinfo import parse_machine
 from .hosts import Host
 from .job import Job, safe_path_part
@@ -102,9 +103,7 @@ def _client_subdir(machine: str) -> str:
 def _run_on_host(job: Job, host: Host | None, data: bytes, command: str, subdir: str) -> tuple[str, str]:
     assert host is not None
     setup_timeout = host.connect_timeout + 60
-    tmpdir = host.run("mktemp -d /tmp/autoserv.XXXXXX", timeout=setup_timeout, ignore_status=False).stdout.strip()
-    if not tmpdir.startswith("/tmp/autoserv."):
-        raise TestError(f"mktemp on {host} gave an unexpected answer: {tmpdir!r}")
+    tmpdir = host.make_temp_dir(timeout=setup_timeout)
     quoted = shlex.quote(tmpdir)
     try:
         host.run(f"cat > {quoted}/control", stdin=data, timeout=setup_timeout, ignore_status=False)
@@ -114,11 +113,9 @@ def _run_on_host(job: Job, host: Host | None, data: bytes, command: str, subdir:
             job.save_output(subdir, exc.result)
             raise
     finally:
+        # After an abort the directory is removed at the end of the run, once the ABORT is recorded.
         if not host.abort.aborted:
-            try:
-                host.run(f"rm -rf {quoted}", timeout=setup_timeout)
-            except HostError as exc:  # cleanup is best effort; the test's outcome stands
-                log.debug("removing %s on %s: %s", tmpdir, host, exc)
+            host.remove_temp_dir(tmpdir, timeout=setup_timeout)  # best effort; the test's outcome stands
     job.save_output(subdir, result)
     if result.ok:
         return "GOOD", f"completed successfully ({host.describe_connection()})"

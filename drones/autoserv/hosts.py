@@ -2,12 +2,14 @@
 
 ``LocalHost`` (attribute ``connection=local``) runs commands on the drone;
 ``SshHost`` runs them over SSH. ``HostFactory.create_host(name)`` picks one
-from the AFE database's record of the host; control files get the factory as
-``hosts``.
+from the AFE database's record of the host, once per machine name: asking
+again for the same name returns the same object (so one SSH connection per
+machine serves the whole run). Control files get the factory as ``hosts``.
 """
 from __future__ import annotations
 
 import logging
+import shlex
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -15,7 +17,7 @@ from collections.abc import Callable
 
 from .abort import AbortController
 from .config import AutoservConfig
-from .errors import CommandFailed, HostError
+from .errors import AuthenticationFailed, CommandFailed, HostError, HostUnreachable
 from .hostinfo import HostInfo, load_host_info
 from .process import run_local
 from .result import Result
@@ -26,6 +28,7 @@ log = logging.getLogger(__name__)
 #: How much of a command's output goes into the debug log.
 LOG_OUTPUT_CHARS = 4000
 BOOT_ID_COMMAND = "cat /proc/sys/kernel/random/boot_id"
+TEMP_DIR_PREFIX = "/tmp/autoserv."
 
 
 def _excerpt(text: str) -> str:
@@ -40,6 +43,8 @@ class Host(ABC):
         self.info = info
         self.config = config
         self.abort = abort
+        self._temp_dirs: set[str] = set()
+        self._temp_lock = threading.Lock()
 
     @property
     def hostname(self) -> str:
@@ -74,18 +79,22 @@ class Host(ABC):
         timeout: float | None = None,
         ignore_status: bool = True,
         stdin: bytes | None = None,
+        abortable: bool = True,
     ) -> Result:
         """Run a shell command on the host; returns its ``Result``.
 
         ``timeout`` defaults to the host's command timeout. A non-zero exit
         raises ``CommandFailed`` unless ``ignore_status``. Raises
         ``CommandTimeout`` when the command is killed for running too long, and
-        another ``HostError`` when the host cannot be reached.
+        another ``HostError`` when the host cannot be reached. Unless
+        ``abortable`` is false (clean-up after an abort), raises ``Aborted``
+        once the run has been aborted.
         """
-        self.abort.check()
+        if abortable:
+            self.abort.check()
         timeout = self.command_timeout if timeout is None else timeout
         log.debug("[%s] run (timeout %gs): %s", self.name, timeout, command)
-        result = self._run(command, timeout, stdin)
+        result = self._run(command, timeout, stdin, abortable)
         log.debug("[%s] exit status %d after %.2fs", self.name, result.exit_status, result.duration)
         if result.stdout.strip():
             log.debug("[%s] stdout:\n%s", self.name, _excerpt(result.stdout))
@@ -96,8 +105,44 @@ class Host(ABC):
         return result
 
     @abstractmethod
-    def _run(self, command: str, timeout: float, stdin: bytes | None) -> Result:
+    def _run(self, command: str, timeout: float, stdin: bytes | None, abortable: bool = True) -> Result:
         """Run the command (no logging, no status check)."""
+
+    def make_temp_dir(self, timeout: float | None = None) -> str:
+        """A new ``/tmp/autoserv.XXXXXX`` directory on the host.
+
+        It is removed by ``remove_temp_dir``, or else at the end of the run
+        (``HostFactory.remove_temp_dirs``), also after an abort.
+        """
+        path = self.run(f"mktemp -d {TEMP_DIR_PREFIX}XXXXXX", timeout=timeout, ignore_status=False).stdout.strip()
+        if not path.startswith(TEMP_DIR_PREFIX) or "/" in path[len(TEMP_DIR_PREFIX):]:
+            raise HostError(f"mktemp on {self} gave an unexpected answer: {path!r}")
+        with self._temp_lock:
+            self._temp_dirs.add(path)
+        return path
+
+    def remove_temp_dir(self, path: str, timeout: float | None = None) -> bool:
+        """``rm -rf`` a directory from ``make_temp_dir`` (even after an abort); returns whether it is gone."""
+        try:
+            result = self.run(f"rm -rf {shlex.quote(path)}", timeout=timeout, abortable=False)
+        except HostError as exc:  # clean-up is best effort
+            log.debug("[%s] removing %s: %s", self.name, path, exc)
+            if isinstance(exc, (HostUnreachable, AuthenticationFailed)):
+                with self._temp_lock:  # no use trying again at the end of the run
+                    self._temp_dirs.discard(path)
+            return False
+        if not result.ok:
+            return False
+        with self._temp_lock:
+            self._temp_dirs.discard(path)
+        return True
+
+    def remove_temp_dirs(self, timeout: float | None = None) -> None:
+        """Remove the temporary directories still left on the host."""
+        with self._temp_lock:
+            left = sorted(self._temp_dirs)
+        for path in left:
+            self.remove_temp_dir(path, timeout)
 
     @abstractmethod
     def reboot(self, timeout: float | None = None) -> None:
@@ -118,9 +163,10 @@ class Host(ABC):
 class LocalHost(Host):
     """A host that is the drone itself: commands run locally; reboot is a no-op."""
 
-    def _run(self, command: str, timeout: float, stdin: bytes | None) -> Result:
+    def _run(self, command: str, timeout: float, stdin: bytes | None, abortable: bool = True) -> Result:
         try:
-            return run_local(command, timeout=timeout, check_abort=self.abort.check, stdin=stdin)
+            return run_local(command, timeout=timeout, check_abort=self.abort.check if abortable else None,
+                             stdin=stdin)
         except OSError as exc:
             raise HostError(f"cannot run a command on {self.name}: {exc}") from None
 
@@ -148,8 +194,8 @@ class SshHost(Host):
     def describe_connection(self) -> str:
         return f"ssh {self.target}"
 
-    def _run(self, command: str, timeout: float, stdin: bytes | None) -> Result:
-        return self.connection.run(command, timeout=timeout, stdin=stdin)
+    def _run(self, command: str, timeout: float, stdin: bytes | None, abortable: bool = True) -> Result:
+        return self.connection.run(command, timeout=timeout, stdin=stdin, abortable=abortable)
 
     def _boot_id(self) -> str | None:
         try:
@@ -207,7 +253,7 @@ class SshHost(Host):
 
 
 class HostFactory:
-    """Makes host objects from machine names and closes them all at the end.
+    """Makes host objects from machine names (one per name) and closes them all at the end.
 
     Control files see it as ``hosts`` (``hosts.create_host("host1")``).
     """
@@ -221,11 +267,31 @@ class HostFactory:
         self.config = config
         self.abort = abort
         self._load_info = load_info
-        self._created: list[Host] = []
+        self._created: dict[str, Host] = {}
+        self._making: dict[str, threading.Lock] = {}  # one per name: the database is read once, unlocked
         self._lock = threading.Lock()
 
     def create_host(self, hostname: str) -> Host:
-        """A host object for ``hostname`` (``[user@]host[:port]``); raises ``HostInfoError`` on database errors."""
+        """The host object for ``hostname`` (``[user@]host[:port]``); raises ``HostInfoError`` on database errors.
+
+        Made (and its AFE record read) on the first call for that name; later
+        calls return the same object, whatever the thread.
+        """
+        with self._lock:
+            host = self._created.get(hostname)
+            making = self._making.setdefault(hostname, threading.Lock())
+        if host is not None:
+            return host
+        with making:
+            with self._lock:
+                host = self._created.get(hostname)
+            if host is None:
+                host = self._make_host(hostname)
+                with self._lock:
+                    self._created[hostname] = host
+        return host
+
+    def _make_host(self, hostname: str) -> Host:
         info = self._load_info(hostname)
         host: Host = LocalHost(info, self.config, self.abort) if info.is_local else SshHost(
             info, self.config, self.abort
@@ -233,8 +299,6 @@ class HostFactory:
         log.debug("host %s: %s (%s, attributes %s, labels %s, protection %s)", hostname,
                   host.describe_connection(), "in the AFE database" if info.in_database else "not in the AFE database",
                   dict(info.attributes), list(info.labels), info.protection)
-        with self._lock:
-            self._created.append(host)
         return host
 
     def drone(self) -> Host:
@@ -246,10 +310,21 @@ class HostFactory:
     def SSHHost(self, hostname: str) -> Host:  # noqa: N802
         return self.create_host(hostname)
 
+    def remove_temp_dirs(self) -> None:
+        """Remove the temporary directories left on the hosts (after an abort), best effort."""
+        with self._lock:
+            created = list(self._created.values())
+        for host in created:
+            try:
+                host.remove_temp_dirs(timeout=host.connect_timeout + 10)
+            except Exception as exc:  # clean-up must never fail the run
+                log.debug("removing temporary directories on %s: %s", host, exc)
+
     def close_all(self) -> None:
         """Close every host this factory made."""
         with self._lock:
-            created, self._created = self._created, []
+            created = list(self._created.values())
+            self._created = {}
         for host in created:
             try:
                 host.close()

@@ -16,6 +16,10 @@ timeout=None, **args)`` runs one test and records it::
   dict is written as the test's keyvals); raising ``TestFail`` or
   ``AssertionError`` is FAIL, ``TestNA`` TEST_NA, anything else ERROR.
 
+A test's END code is the worst (ABORT > ERROR > FAIL > WARN > TEST_NA >
+GOOD) of its own outcome and of everything recorded inside it: a test whose
+function runs other tests that fail fails too.
+
 ``subdir`` is the test's name (``name.tag`` with a tag), under
 ``<machine>/`` inside ``parallel_simple`` over several machines. A FAIL,
 ERROR or ABORT at the top level counts as a failed test (the pidfile's third
@@ -43,7 +47,7 @@ from .errors import (
 from .hosts import Host, HostFactory
 from .keyval import append_keyvals
 from .result import Result
-from .status_log import OK_CODES, StatusLog
+from .status_log import OK_CODES, StatusLog, worse
 
 logger = logging.getLogger(__name__)
 
@@ -168,7 +172,8 @@ class Job:
 
         Exceptions become the status: ``TestNA`` → TEST_NA, ``TestFail`` and
         ``AssertionError`` → FAIL, anything else → ERROR, ``Aborted`` → ABORT
-        (re-raised). Returns whether the code is a passing one.
+        (re-raised). A worse status recorded inside the group (a nested test
+        that failed) becomes the group's. Returns whether the code is a passing one.
         """
         fields = {"hostname": str(host)} if host is not None else {}
         depth = self.status.open_groups()
@@ -194,6 +199,10 @@ class Job:
             self._local.test_subdir = previous
         if self.status.open_groups() > depth + 1:
             self.status.close_open_groups("ERROR", "group left open", keep=depth + 1)
+        nested = self.status.nested_outcome()
+        if nested is not None and worse(nested.code, code):
+            what = f"nested {nested.name}" if nested.name else "nested status"
+            code, reason = nested.code, f"{what}: {nested.reason}" if nested.reason else f"{what} {nested.code}"
         self.status.record(code, subdir, operation, reason, **fields)
         self.status.record(f"END {code}", subdir, operation, **fields)
         return code in OK_CODES
@@ -231,8 +240,9 @@ class Job:
         If any call raised, raises ``ParallelError`` naming them (with
         ``return_results`` the exceptions are returned in place of results
         instead). With ``log`` and several machines each call's tests go under
-        ``<results>/<machine>/``. Each thread's status lines are written as
-        one block when it ends.
+        ``<results>/<machine>/``. Each thread's groups reach status.log as
+        whole blocks as soon as they end, and every line at once its own
+        ``<results>/<machine>/status.log`` (see ``status_log``).
         """
         machines = list(machines)
         if len(machines) <= 1:
@@ -246,14 +256,14 @@ class Job:
                     values.append(exc)
             return values
 
-        base_indent = self.status.indent()
+        parent = self.status.current()
         parent_prefix = getattr(self._local, "prefix", None)
         outcomes: dict[int, Any] = {}
 
         def work(index: int, machine: Any) -> None:
             part = safe_path_part(str(machine))
             self._local.prefix = (f"{parent_prefix}/{part}" if parent_prefix else part) if log else parent_prefix
-            with self.status.worker(base_indent):
+            with self.status.worker(parent, part):
                 try:
                     outcomes[index] = function(machine)
                 except BaseException as exc:  # collected; Aborted is re-raised below
@@ -272,10 +282,12 @@ class Job:
                 while thread.is_alive():
                     thread.join(0.1)
                     self.abort.check()
-        except Aborted:
+        except Aborted as exc:
             deadline = time.monotonic() + ABORT_GRACE_SECONDS
             for thread in threads:
                 thread.join(max(0.0, deadline - time.monotonic()))
+            # Workers still running have their groups closed now, inside the caller's.
+            self.status.abort_workers(str(exc) or "aborted")
             raise
         values = [outcomes.get(i) for i in range(len(machines))]
         aborted = next((v for v in values if isinstance(v, Aborted)), None)

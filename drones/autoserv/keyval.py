@@ -29,5 +29,6 @@ def append_keyvals(path: Path, keyvals: Mapping[str, Any]) -> None:
         path = path / "keyval"
     text = format_keyvals(keyvals)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
+    # backslashreplace: a lone surrogate (an undecodable byte) is written as \udcXX, never an error
+    with open(path, "a", encoding="utf-8", errors="backslashreplace") as f:
         f.write(text)

@@ -3,7 +3,12 @@
 Exit status: 0 when everything passed; 1 when a test or host action failed,
 the control file was bad, a host could not be used, or the run was aborted
 (SIGTERM: the pidfile then records ``(1 << 8) | 15`` = 271, a signalled exit,
-so the scheduler gathers crash info); 2 for a malformed command line.
+so the scheduler gathers crash info); 2 for a malformed command line. The
+pidfile always records the status autoserv exits with.
+
+A server control file may end the run with ``sys.exit()``: ``sys.exit()`` /
+``sys.exit(0)`` ends it normally (success if every test passed); any other
+code is an ERROR ``control file called sys.exit(<code>)``.
 """
 from __future__ import annotations
 
@@ -27,7 +32,7 @@ from .hostinfo import parse_machine
 from .hosts import HostFactory
 from .job import Job, safe_path_part
 from .keyval import append_keyvals
-from .logs import setup_logging
+from .logs import DEBUG_LOG, setup_logging
 from .pidfile import PidfileWriter
 from .status_log import StatusLog, make_line
 
@@ -100,7 +105,7 @@ class Autoserv:
             print(f"autoserv: cannot write to the results directory {options.results_dir}: {exc}", file=sys.stderr)
             return 1
         django_error = _setup_django()
-        setup_logging(options.results_dir, options.verbose)
+        logging_error = setup_logging(options.results_dir, options.verbose)
         status = StatusLog(options.results_dir / "status.log", critical=self.abort.shield)
         self.abort.install()
 
@@ -112,16 +117,21 @@ class Autoserv:
                 log.info("autoserv (pid %d): %s", os.getpid(), shlex.join(["autoserv", *self.argv]))
                 for flag in options.ignored:
                     log.info("accepted but not implemented: %s", flag)
+                if logging_error is not None:
+                    raise AutoservError(f"cannot write the debug log {options.results_dir / DEBUG_LOG}: "
+                                        f"{logging_error.strerror or logging_error}")
                 if django_error is not None:
                     raise AutoservError(f"cannot set up Django: {type(django_error).__name__}: {django_error}")
                 ok = self._work(status, hosts)
                 if status.open_groups():
                     status.close_open_groups("ERROR", "group left open by the control file")
                 exit_code = 0 if ok and status.failures == 0 else 1
+            except Aborted:
+                raise
             except AutoservError as exc:
                 log.info("failed: %s", exc)
                 self._record_error(status, str(exc))
-            except Exception as exc:
+            except BaseException as exc:  # anything else (SystemExit, KeyboardInterrupt included) is our bug
                 log.exception("autoserv internal error")
                 self._record_error(status, f"autoserv internal error: {type(exc).__name__}: {exc}")
         except Aborted as exc:
@@ -132,8 +142,12 @@ class Autoserv:
         finally:
             self.abort.disarm()
             for factory in hosts:
+                factory.remove_temp_dirs()
                 factory.close_all()
-            status.close()
+            try:
+                status.close()
+            except OSError as exc:
+                log.warning("closing %s: %s", status.path, exc)
             if pidfile is not None:
                 pidfile.finish(exit_code, status.failures, signal_number)
             log.info("finished in %.1fs: exit status %d, %d failed", time.monotonic() - started,
@@ -157,6 +171,7 @@ class Autoserv:
         if options.action == "collect_crashinfo":
             self._collect_crashinfo(hosts)
             return True
+        status.touch()  # status.log exists from the start, even if everything is cut short
         if not options.use_existing_results:
             append_keyvals(options.results_dir / "keyval", {
                 "label": options.label or "",
@@ -183,10 +198,17 @@ class Autoserv:
                 run_server_control(job, text, options.control_path, options.control_args)
         except (ControlFileError, Aborted):
             raise
-        except Exception as exc:
+        except SystemExit as exc:
+            if exc.code is None or exc.code == 0:
+                log.info("control file called sys.exit(%r): the run ends here", exc.code)
+                return True
+            where = _control_line(exc, options.control_path)
+            raise ControlFileError(f"control file called sys.exit({exc.code!r}){where}") from None
+        except BaseException as exc:  # KeyboardInterrupt too: the control file raised it itself
             log.debug("control file raised", exc_info=True)
             where = _control_line(exc, options.control_path)
-            raise ControlFileError(f"control file raised {type(exc).__name__}: {exc}{where}") from exc
+            message = f": {exc}" if str(exc) else ""
+            raise ControlFileError(f"control file raised {type(exc).__name__}{message}{where}") from exc
         return True
 
     def _host_action(self, status: StatusLog, hosts: HostFactory, config: AutoservConfig, machine: str) -> bool:

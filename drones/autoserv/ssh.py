@@ -129,11 +129,12 @@ class SshConnection:
         log.debug("ssh %s: connected", target)
         return client
 
-    def run(self, command: str, *, timeout: float | None, stdin: bytes | None = None) -> Result:
+    def run(self, command: str, *, timeout: float | None, stdin: bytes | None = None,
+            abortable: bool = True) -> Result:
         """Run ``command`` on the host; returns its ``Result`` (any exit status).
 
         Raises ``CommandTimeout`` after ``timeout`` seconds, lets ``Aborted``
-        from ``check_abort`` through (the remote process group is killed in
+        from ``check_abort`` (unless not ``abortable``) through (the remote process group is killed in
         both cases), raises ``HostUnreachable``/``AuthenticationFailed`` when
         there is no connection and ``HostError`` when the connection breaks.
         """
@@ -180,7 +181,7 @@ class SshConnection:
                         break
                 elif channel.closed or not transport.is_active():
                     raise HostError(f"ssh {self.target}: connection lost while running: {command}")
-                if self.check_abort is not None:
+                if abortable and self.check_abort is not None:
                     self.check_abort()
                 if deadline is not None and time.monotonic() >= deadline:
                     raise CommandTimeout(f"command timed out after {timeout:g}s: {command}", result(-9))
