@@ -71,7 +71,9 @@ def test_a_control_file_with_a_syntax_error_fails_with_a_clear_reason(real_lab):
     entry = job.hostqueueentry_set.get()
     assert entry.status == Status.FAILED
     status_log = (Path(real_lab.ctx.path(entry.execution_path())) / "status.log").read_text()
-    assert "SyntaxError" in status_log or "syntax" in status_log.lower()
+    assert "syntax error in control file" in status_log
+    server_job = TkoTest.objects.get(job__afe_job_id=job.pk, test="SERVER_JOB")
+    assert "syntax error in control file" in server_job.reason
 
 
 MIXED = """\
