@@ -3,6 +3,22 @@ from __future__ import annotations
 
 import pytest
 
+FIGURES = pytest.StashKey[list]()
+
+
+@pytest.fixture
+def figures(request) -> list:
+    """Lines of measured figures, printed in a "figures" section at the end of the run."""
+    return request.config.stash.setdefault(FIGURES, [])
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    lines = terminalreporter.config.stash.get(FIGURES, [])
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)
+
 from afe.models import AclGroup, Host, Label, User
 
 

@@ -45,15 +45,15 @@ def measure_scheduling_tick(scheduler: SchedulerHarness, size: int, prefix: str)
     return len(queries)
 
 
-def test_twenty_and_five_hundred_entries_cost_the_same(autoserv, settings, transactional_db):
+def test_twenty_and_five_hundred_entries_cost_the_same(autoserv, settings, transactional_db, figures):
     config = dataclasses.replace(SchedulerConfig.from_settings(settings), tick_seconds=0.05)
     # Four processes start in each measured tick: launching is two queries however many start,
     # and 500 real runners would only load the machine.
     scheduler = SchedulerHarness(config, max_processes=4)
     small = measure_scheduling_tick(scheduler, 20, "small")
     large = measure_scheduling_tick(scheduler, 500, "large")
-    print(f"\nscheduling tick on {connection.vendor}: 20 entries on 20 hosts → {small} queries, "
-          f"500 entries on 500 hosts → {large} queries")
+    figures.append(f"scheduling tick on {connection.vendor}: 20 entries on 20 hosts → {small} queries, "
+                   f"500 entries on 500 hosts → {large} queries")
     assert small == large
 
 
@@ -70,7 +70,7 @@ def finished_jobs_lab(size: int, prefix: str) -> None:
                                job=job, execution_subdir=host.hostname, started_at=timezone.now())
 
 
-def test_finishing_jobs_costs_the_same_for_3_or_12(autoserv, settings, transactional_db):
+def test_finishing_jobs_costs_the_same_for_3_or_12(autoserv, settings, transactional_db, figures):
     """Applying results is bulk too: the tick that sees N jobs end (and gathers and starts parsing them)."""
     config = dataclasses.replace(SchedulerConfig.from_settings(settings), tick_seconds=0.05)
     scheduler = SchedulerHarness(config, max_processes=100)
@@ -82,5 +82,6 @@ def test_finishing_jobs_costs_the_same_for_3_or_12(autoserv, settings, transacti
         assert HostQueueEntry.objects.filter(job__name__startswith=prefix, status="Parsing").count() == size
         counts.append(len(queries))
         scheduler.run_until_idle()
-    print(f"\ntick applying finished jobs: 3 jobs → {counts[0]} queries, 12 jobs → {counts[1]} queries")
+    figures.append(f"tick applying finished jobs on {connection.vendor}: 3 jobs → {counts[0]} queries, "
+                   f"12 jobs → {counts[1]} queries")
     assert counts[0] == counts[1]
