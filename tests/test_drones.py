@@ -136,6 +136,17 @@ def kill_runner(process: Process) -> None:
     wait_for(lambda: not is_runner(process.runner_pid), "the runner to die")
 
 
+def adopt_after_runner_death(drone: LocalDrone, process: Process) -> None:
+    """Launch, kill the runner, and let ``check`` start an adopting runner for the live command."""
+    drone.launch(process)
+    wait_started(process)
+    old_runner = process.runner_pid
+    kill_runner(process)
+    drone.check([age_heartbeat(process)])
+    wait_for(lambda: Process.objects.get(pk=process.pk).runner_pid != old_runner, "an adopting runner")
+    process.refresh_from_db()
+
+
 # -- records: compare-and-set transitions --------------------------------------------
 
 
@@ -364,14 +375,7 @@ def test_check_marks_the_process_lost_when_runner_and_command_are_gone(drone, ma
 def test_check_adopts_a_command_that_outlived_its_runner(drone, make_process, workdir, with_pidfile):
     ending = 'printf "%s\\n256\\n0\\n" $$ > .autoserv_execute; exit 1' if with_pidfile else "exit 1"
     process = make_process(f"{WAIT_FOR_GO}; {ending}")
-    drone.launch(process)
-    wait_started(process)
-    old_runner = process.runner_pid
-    kill_runner(process)
-
-    drone.check([age_heartbeat(process)])
-    wait_for(lambda: Process.objects.get(pk=process.pk).runner_pid != old_runner, "an adopting runner")
-    process.refresh_from_db()
+    adopt_after_runner_death(drone, process)
     assert process.state == "running" and is_runner(process.runner_pid)
     assert process.heartbeat_at > timezone.now() - timedelta(minutes=1)
 
@@ -385,13 +389,7 @@ def test_check_adopts_a_command_that_outlived_its_runner(drone, make_process, wo
 
 def test_an_adopting_runner_honours_kill_requests(drone, make_process):
     process = make_process("sleep 60")
-    drone.launch(process)
-    wait_started(process)
-    old_runner = process.runner_pid
-    kill_runner(process)
-    drone.check([age_heartbeat(process)])
-    wait_for(lambda: Process.objects.get(pk=process.pk).runner_pid != old_runner, "an adopting runner")
-    process.refresh_from_db()
+    adopt_after_runner_death(drone, process)
     assert process.request_kill()
     wait_state(process, "exited", timeout=10)
     assert process.exit_status == signal.SIGKILL
