@@ -1,9 +1,19 @@
 """Shared fixtures: a tiny lab built through the public model API."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 FIGURES = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix) -> None:
+    """Each test run has its own test database, so two runs side by side never share one."""
+    from pytest_django.fixtures import _set_suffix_to_test_databases
+
+    _set_suffix_to_test_databases(f"run{os.getpid()}")
 
 
 @pytest.fixture

@@ -108,7 +108,7 @@ class TestPeriodicCleanup:
         """C1: only unlocked, verifiable Repair Failed hosts get a Verify."""
         for name in ("host1", "host2", "host3"):
             Host.objects.filter(hostname=name).update(status=Host.Status.REPAIR_FAILED)
-        Host.objects.filter(hostname="host2").update(locked=True)
+        Host.objects.filter(hostname="host2").update(locked=True, lock_reason="broken")
         Host.objects.filter(hostname="host3").update(protection=Protection.DO_NOT_VERIFY)
         assert cleanup.reverify_dead_hosts(0, owner, random.Random(1)) == 1
         assert list(SpecialTask.objects.values_list("host__hostname", "task")) == [("host1", "Verify")]

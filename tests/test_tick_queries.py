@@ -41,7 +41,7 @@ def measure_scheduling_tick(scheduler: SchedulerHarness, size: int, prefix: str)
     # Take this lab out of the picture: its work is done, its hosts are locked.
     HostQueueEntry.objects.update(status=HostQueueEntry.Status.COMPLETED, active=False, complete=True)
     SpecialTask.objects.update(is_active=False, is_complete=True)
-    Host.objects.update(locked=True)
+    Host.objects.update(locked=True, lock_reason="maintenance")
     return len(queries)
 
 

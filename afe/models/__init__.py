@@ -3,8 +3,10 @@ from .base import SoftDeleteModel
 from .drones import Drone, DroneSet, Shard
 from .entries import AbortedHostQueueEntry, HostQueueEntry, IneligibleHostQueue
 from .hosts import Host, HostAttribute, Protection
-from .jobs import ControlType, Job, JobKeyval, Priority, parse_meta_hosts
+from .job_arguments import JobArguments
+from .jobs import ControlType, Job, JobKeyval, Priority
 from .labels import PROVISION_PREFIXES, AtomicGroup, Label
+from .reasons import EntryReason, SpecialTaskReason
 from .special_tasks import SpecialTask
 from .tko import (  # the TKO results tables (tko_*)
     STATUS_IDS, TkoIterationAttribute, TkoIterationPerfValue, TkoIterationResult, TkoJob, TkoJobKeyval,
@@ -15,10 +17,10 @@ from .users import EVERYONE, SYSTEM_USER_LOGIN, AclGroup, RebootAfter, RebootBef
 
 __all__ = [
     "EVERYONE", "PROVISION_PREFIXES", "SYSTEM_USER_LOGIN",
-    "AbortedHostQueueEntry", "AclGroup", "AtomicGroup", "ControlType", "Drone", "DroneSet",
+    "AbortedHostQueueEntry", "AclGroup", "EntryReason", "SpecialTaskReason", "AtomicGroup", "ControlType", "Drone", "DroneSet",
     "Host", "HostAttribute", "HostQueueEntry", "IneligibleHostQueue", "Job", "JobKeyval",
     "Label", "Priority", "Protection", "RebootAfter", "RebootBefore", "Shard",
-    "SoftDeleteModel", "SpecialTask", "User", "parse_meta_hosts",
+    "SoftDeleteModel", "SpecialTask", "User", "JobArguments",
     "STATUS_IDS", "TkoIterationAttribute", "TkoIterationPerfValue", "TkoIterationResult", "TkoJob",
     "TkoJobKeyval", "TkoKernel", "TkoMachine", "TkoPatch", "TkoStatus", "TkoTaskReference", "TkoTest",
     "TkoTestAttribute", "TkoTestLabel", "TkoTestLabelTest",

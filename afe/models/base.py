@@ -52,7 +52,8 @@ class SoftDeleteModel(models.Model):
     def _resurrect_if_deleted(self) -> bool:
         """Take over the id of a deleted row of the same name; returns whether one existed."""
         name = getattr(self, self.name_field)
-        old = type(self).objects.filter(invalid=True, **{self.name_field: name}).first()
+        # Without case, as MariaDB's unique index compares names, so both databases agree.
+        old = type(self).objects.filter(invalid=True, **{f"{self.name_field}__iexact": name}).first()
         if old is None:
             return False
         self.pk = old.pk

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
+from .. import names
 from .base import AllObjectsManager, SoftDeleteModel, SoftDeleteQuerySet, ValidObjectsManager
 
 if TYPE_CHECKING:
@@ -34,14 +35,13 @@ class HostQuerySet(SoftDeleteQuerySet):
 
         Returns how many hosts were locked.
         """
-        if not reason or not reason.strip():
-            raise ValidationError({"lock_reason": "Please provide a lock reason"})
+        reason = _lock_reason(reason)
         hosts = self if force else self.filter(locked=False)
         return hosts.update(
             locked=True,
             locked_by=by,
             lock_time=timezone.now(),
-            lock_reason=reason.strip(),
+            lock_reason=reason,
             dirty=True,
         )
 
@@ -50,6 +50,22 @@ class HostQuerySet(SoftDeleteQuerySet):
         return self.filter(locked=True).update(
             locked=False, locked_by=None, lock_time=None, lock_reason=""
         )
+
+
+def _lock_reason(reason: object) -> str:
+    """A lock reason: non-empty text, stripped; raises ValidationError naming ``lock_reason``."""
+    try:
+        reason = names.text(reason, "lock reason").strip()
+    except ValidationError as exc:
+        raise ValidationError({"lock_reason": exc.messages}) from None
+    if not reason:
+        raise ValidationError({"lock_reason": "Please provide a lock reason"})
+    if len(reason) > LOCK_REASON_MAX_LENGTH:
+        raise ValidationError({"lock_reason": f"The lock reason is longer than {LOCK_REASON_MAX_LENGTH} characters."})
+    return reason
+
+
+LOCK_REASON_MAX_LENGTH = 4096
 
 
 class HostManager(AllObjectsManager.from_queryset(HostQuerySet)):  # type: ignore[misc]
@@ -77,7 +93,7 @@ class Host(SoftDeleteModel):
     IDLE_STATES = frozenset({Status.READY, Status.REPAIR_FAILED})
     UNAVAILABLE_STATES = frozenset({Status.REPAIR_FAILED, Status.REPAIRING, Status.VERIFYING})
 
-    hostname = models.CharField(max_length=255, unique=True)
+    hostname = models.CharField(max_length=255, unique=True, validators=[names.validate_hostname])
     locked = models.BooleanField(default=False)
     leased = models.BooleanField(default=True)
     synch_id = models.IntegerField(null=True, blank=True, editable=False)
@@ -106,21 +122,36 @@ class Host(SoftDeleteModel):
             models.Index(fields=["leased", "locked", "status"], name="afe_hosts_lease_idx"),
             models.Index(fields=["status"], name="afe_hosts_status_idx"),
         ]
+        constraints = [
+            # Whatever path saves a host (the ORM, the admin, another AFE tool), a lock has a reason.
+            models.CheckConstraint(
+                condition=models.Q(locked=False) | (models.Q(lock_reason__isnull=False) & ~models.Q(lock_reason="")),
+                name="afe_hosts_locked_has_reason",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.hostname
 
     def clean(self) -> None:
-        self.hostname = (self.hostname or "").strip()
-        if not self.hostname:
-            raise ValidationError({"hostname": "This field is required."})
-        if self.locked and not (self.lock_reason or "").strip():
-            raise ValidationError({"lock_reason": "Please provide a lock reason"})
+        self.check_invariants()
+
+    def check_invariants(self) -> None:
+        """Raise ValidationError unless the hostname follows the rules and a lock has a reason."""
+        if isinstance(self.hostname, str):
+            self.hostname = self.hostname.strip()
+        names.check_fields(self, {"hostname": names.validate_hostname})
+        if self.locked:
+            self.lock_reason = _lock_reason(self.lock_reason)
+        taken = Host.objects.filter(hostname__iexact=self.hostname).exclude(pk=self.pk)
+        if self._state.adding:
+            taken = taken.filter(invalid=False)  # a deleted host of that name is resurrected
+        if taken.exists():
+            # Compared without case, as MariaDB's collation does, so both databases agree.
+            raise ValidationError({"hostname": f"A host named {taken.first().hostname} already exists."})
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        self.hostname = (self.hostname or "").strip()
-        if not self.hostname:
-            raise ValidationError({"hostname": "This field is required."})
+        self.check_invariants()
         if self.locked:
             if self.lock_time is None:
                 self.lock_time = timezone.now()
@@ -159,15 +190,16 @@ class Host(SoftDeleteModel):
     @classmethod
     def create_one_time_host(cls, hostname: str) -> Host:
         """A host named only for one job: invalid, never repaired, never leased by metahosts."""
-        hostname = hostname.strip()
-        if cls.valid_objects.filter(hostname=hostname).exists():
+        try:
+            hostname = names.validate_hostname(names.text(hostname, "hostname").strip())
+        except ValidationError as exc:
+            raise ValidationError({"hostname": exc.messages}) from None
+        if cls.valid_objects.filter(hostname__iexact=hostname).exists():
             raise ValidationError(
                 {"hostname": f"{hostname} already exists in the autotest DB. "
                  "Select it rather than entering it as a one time host."}
             )
-        host, _ = cls.objects.get_or_create(
-            hostname=hostname, defaults={"invalid": True}
-        )
+        host = cls.objects.filter(hostname__iexact=hostname).first() or cls(hostname=hostname, invalid=True)
         host.protection = Protection.DO_NOT_REPAIR
         host.locked = False
         host.save()
@@ -199,7 +231,10 @@ class Host(SoftDeleteModel):
         return dict(self.hostattribute_set.values_list("attribute", "value"))
 
     def set_attribute(self, attribute: str, value: str | None) -> None:
-        """Set a host attribute; ``None`` deletes it."""
+        """Set a host attribute; ``None`` deletes it. Raises ValidationError for a bad name or value."""
+        names.check_fields(probe := HostAttribute(attribute=attribute, value="" if value is None else value),
+                           HostAttribute.CHECKED)
+        attribute, value = probe.attribute, None if value is None else probe.value
         rows = HostAttribute.objects.filter(host=self, attribute=attribute)
         if value is None:
             rows.delete()
@@ -217,8 +252,10 @@ class Host(SoftDeleteModel):
 
 class HostAttribute(models.Model):
     host = models.ForeignKey(Host, on_delete=models.CASCADE)
-    attribute = models.CharField(max_length=90)
-    value = models.CharField(max_length=300)
+    attribute = models.CharField(max_length=90, validators=[names.validate_attribute_name])
+    value = models.CharField(max_length=300, validators=[names.validate_attribute_value])
+
+    CHECKED = {"attribute": names.validate_attribute_name, "value": names.validate_attribute_value}
 
     class Meta:
         db_table = "afe_host_attributes"
@@ -226,3 +263,7 @@ class HostAttribute(models.Model):
 
     def __str__(self) -> str:
         return f"{self.attribute}={self.value}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        names.check_fields(self, self.CHECKED)
+        super().save(*args, **kwargs)

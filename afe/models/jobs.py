@@ -1,7 +1,6 @@
 """Jobs, their keyvals, and how a job is created and queued."""
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,9 +10,11 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
+from .. import names
 from .drones import DroneSet
 from .entries import HostQueueEntry, IneligibleHostQueue
 from .hosts import Host
+from .job_arguments import JobArguments
 from .labels import PROVISION_PREFIXES, Label
 from .users import AclGroup, RebootAfter, RebootBefore, User
 
@@ -42,37 +43,6 @@ def _job_max_runtime_default() -> int:
     return settings.JOB_MAX_RUNTIME_MINS_DEFAULT
 
 
-def _choice(enum: type[models.IntegerChoices], value: Any, field_name: str, errors: dict) -> Any:
-    """An enum value given as its number or its display name (AFE accepts both)."""
-    if value is None:
-        return None
-    for member in enum:
-        if value == member.value or str(value).lower() == str(member.label).lower():
-            return member.value
-    errors[field_name] = f"{value!r} is not one of {', '.join(enum.labels)}"
-    return None
-
-
-_METAHOST = re.compile(r"^\s*(?:(-?\d+)\s*\*\s*)?(\S.*?)\s*$")
-
-
-def parse_meta_hosts(meta_hosts: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Expand ``["2*board:x", "pool:y"]`` into one label name per entry; returns (names, errors)."""
-    names: list[str] = []
-    errors: list[str] = []
-    for spec in meta_hosts:
-        match = _METAHOST.match(str(spec))
-        if not match:
-            errors.append(f"Malformed metahost {spec!r}")
-            continue
-        count = int(match.group(1)) if match.group(1) is not None else 1
-        if count < 1:
-            errors.append(f"Metahost count must be at least 1 in {spec!r}")
-            continue
-        names.extend([match.group(2)] * count)
-    return names, errors
-
-
 @dataclass
 class JobRequest:
     """The validated, resolved arguments of ``Job.create``."""
@@ -83,8 +53,8 @@ class JobRequest:
 
 
 class Job(models.Model):
-    owner = models.CharField(max_length=255)
-    name = models.CharField(max_length=255)
+    owner = models.CharField(max_length=255, validators=[names.validate_login])
+    name = models.CharField(max_length=255, validators=[names.validate_job_name])
     priority = models.SmallIntegerField(choices=Priority.choices, default=Priority.DEFAULT)
     control_file = models.TextField(null=True, blank=True)
     control_type = models.SmallIntegerField(choices=ControlType.choices, default=ControlType.CLIENT)
@@ -96,7 +66,7 @@ class Job(models.Model):
     max_runtime_mins = models.IntegerField(default=_job_max_runtime_default)
     run_verify = models.BooleanField(default=False)
     run_reset = models.BooleanField(default=True)
-    email_list = models.CharField(max_length=250, blank=True, default="")
+    email_list = models.CharField(max_length=250, blank=True, default="", validators=[names.validate_email_list])
     dependency_labels = models.ManyToManyField(
         Label, blank=True, db_table="afe_jobs_dependency_labels"
     )
@@ -119,6 +89,12 @@ class Job(models.Model):
     def __str__(self) -> str:
         return f"{self.id}-{self.owner} {self.name}"
 
+    CHECKED = {"owner": names.validate_login, "name": names.validate_job_name, "email_list": names.validate_email_list}
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        names.check_fields(self, self.CHECKED)
+        super().save(*args, **kwargs)
+
     def tag(self) -> str:
         return f"{self.id}-{self.owner}"
 
@@ -129,7 +105,7 @@ class Job(models.Model):
         return dict(self.jobkeyval_set.values_list("key", "value"))
 
     def email_addresses(self) -> list[str]:
-        return [a for a in re.split(r"[\s,;:]+", self.email_list or "") if a]
+        return names.email_addresses(self.email_list)
 
     def abort(self, by: User) -> list[int]:
         """Request an abort of every entry of this job and its children; returns the entry ids."""
@@ -168,69 +144,67 @@ class Job(models.Model):
 
         ``hosts`` are hostnames (or Host rows), ``meta_hosts`` label names with an
         optional ``N*`` count, ``one_time_hosts`` hostnames to create as
-        one-time hosts. Raises ``ValidationError`` (a field → message dict)
-        and writes nothing when the request is bad.
+        one-time hosts. Raises ``ValidationError`` (an argument → message dict)
+        and writes nothing when the request is bad; the rules are in
+        ``afe.names`` and ``afe.models.job_arguments``.
         """
+        if not isinstance(owner, User) or owner.pk is None:
+            raise ValidationError({"owner": "The owner must be a saved AFE user."})
+        try:
+            names.validate_login(owner.login)
+        except ValidationError as exc:
+            raise ValidationError({"owner": exc.messages}) from None
+        args = JobArguments.parse(
+            ENUMS, name=name, control_file=control_file, control_type=control_type, priority=priority,
+            hosts=hosts, meta_hosts=meta_hosts, one_time_hosts=one_time_hosts, hostless=hostless,
+            dependencies=dependencies, keyvals=keyvals, parent_job=parent_job, synch_count=synch_count,
+            timeout_mins=timeout_mins, max_runtime_mins=max_runtime_mins, run_verify=run_verify,
+            run_reset=run_reset, email_list=email_list, reboot_before=reboot_before, reboot_after=reboot_after,
+            parse_failed_repair=parse_failed_repair, drone_set=drone_set, require_ssp=require_ssp,
+            is_template=is_template,
+        )
         errors: dict[str, str] = {}
-        if not (name or "").strip():
-            errors["name"] = "This field is required."
-        if not (control_file or "").strip():
-            errors["control_file"] = "The control file is empty."
-        control_type = _choice(ControlType, control_type, "control_type", errors)
-        priority = _choice(Priority, priority, "priority", errors)
-        reboot_before = _choice(RebootBefore, reboot_before, "reboot_before", errors)
-        reboot_after = _choice(RebootAfter, reboot_after, "reboot_after", errors)
-
         with transaction.atomic():
-            request = cls._resolve_hosts(
-                owner, hosts, meta_hosts, one_time_hosts, hostless, control_type, errors
-            )
-            request.dependencies = cls._resolve_dependencies(dependencies, errors)
-            if synch_count is None:
-                synch_count = 1
+            request = cls._resolve_hosts(owner, args, errors)
+            request.dependencies = cls._resolve_dependencies(args.dependencies, errors)
+            synch_count = 1 if args.synch_count is None else args.synch_count
             n_hosts = len(request.hosts) + len(request.meta_hosts)
-            if not hostless and "hosts" not in errors and not 1 <= synch_count <= max(n_hosts, 1):
+            if not args.hostless and not errors and not 1 <= synch_count <= max(n_hosts, 1):
                 errors["synch_count"] = (
                     f"synch_count {synch_count} must be between 1 and the number of hosts ({n_hosts})"
                 )
             if not errors:
                 cls._check_dependencies(request, errors)
-            parent = cls._resolve_parent(parent_job, errors)
-            resolved_drone_set = cls._resolve_drone_set(drone_set, owner, errors)
-            if timeout_mins is not None and timeout_mins < 1:
-                errors["timeout_mins"] = "timeout_mins must be positive"
-            if max_runtime_mins is not None and max_runtime_mins < 1:
-                errors["max_runtime_mins"] = "max_runtime_mins must be positive"
+            parent = cls._resolve_parent(args.parent_job_id, errors)
+            resolved_drone_set = cls._resolve_drone_set(args.drone_set, owner, errors)
             if errors:
                 raise ValidationError(errors)  # leaving the atomic block undoes any one-time hosts
 
             job = cls.objects.create(
                 owner=owner.login,
-                name=name.strip(),
-                priority=priority,
-                control_file=control_file,
-                control_type=control_type,
+                name=args.name,
+                priority=args.priority,
+                control_file=args.control_file,
+                control_type=args.control_type,
                 synch_count=synch_count,
-                timeout_mins=timeout_mins or settings.JOB_TIMEOUT_MINS_DEFAULT,
-                max_runtime_mins=max_runtime_mins or settings.JOB_MAX_RUNTIME_MINS_DEFAULT,
-                run_verify=run_verify,
-                run_reset=run_reset,
-                email_list=email_list or "",
-                reboot_before=owner.reboot_before if reboot_before is None else reboot_before,
-                reboot_after=owner.reboot_after if reboot_after is None else reboot_after,
-                parse_failed_repair=parse_failed_repair,
+                timeout_mins=args.timeout_mins or settings.JOB_TIMEOUT_MINS_DEFAULT,
+                max_runtime_mins=args.max_runtime_mins or settings.JOB_MAX_RUNTIME_MINS_DEFAULT,
+                run_verify=args.run_verify,
+                run_reset=args.run_reset,
+                email_list=args.email_list,
+                reboot_before=owner.reboot_before if args.reboot_before is None else args.reboot_before,
+                reboot_after=owner.reboot_after if args.reboot_after is None else args.reboot_after,
+                parse_failed_repair=args.parse_failed_repair,
                 drone_set=resolved_drone_set,
                 parent_job=parent,
-                require_ssp=require_ssp,
+                require_ssp=args.require_ssp,
             )
             job.timeout = max(1, job.timeout_mins // 60)
             job.max_runtime_hrs = max(1, job.max_runtime_mins // 60)
             job.save(update_fields=["timeout", "max_runtime_hrs"])
             job.dependency_labels.set(request.dependencies)
-            JobKeyval.objects.bulk_create(
-                [JobKeyval(job=job, key=k, value=str(v)) for k, v in (keyvals or {}).items()]
-            )
-            job.queue(request.hosts, request.meta_hosts, is_template=is_template)
+            JobKeyval.objects.bulk_create([JobKeyval(job=job, key=k, value=v) for k, v in args.keyvals.items()])
+            job.queue(request.hosts, request.meta_hosts, is_template=args.is_template)
         return job
 
     def queue(self, hosts: Sequence[Host], meta_hosts: Sequence[Label], is_template: bool = False) -> None:
@@ -255,76 +229,67 @@ class Job(models.Model):
             ).exclude(pk__in=busy).update(status=Host.Status.READY)
 
     @staticmethod
-    def _resolve_hosts(
-        owner: User,
-        hosts: Sequence[str | Host],
-        meta_hosts: Sequence[str],
-        one_time_hosts: Sequence[str],
-        hostless: bool,
-        control_type: int | None,
-        errors: dict[str, str],
-    ) -> JobRequest:
+    def _resolve_hosts(owner: User, args: JobArguments, errors: dict[str, str]) -> JobRequest:
+        """The Host and Label rows the checked arguments name; problems go into ``errors``."""
         request = JobRequest()
-        if hostless:
-            if hosts or meta_hosts or one_time_hosts:
+        if args.hostless:
+            if args.hostnames or args.metahosts or args.one_time_hosts:
                 errors["hostless"] = "Hostless jobs cannot include any hosts!"
-            if control_type is not None and control_type != ControlType.SERVER:
+            if args.control_type != ControlType.SERVER:
                 errors["control_type"] = "Hostless jobs cannot use client-side control files"
             return request
-        if not (hosts or meta_hosts or one_time_hosts):
+        if not (args.hostnames or args.metahosts or args.one_time_hosts):
             errors["arguments"] = "You must specify at least one of hosts, meta_hosts or one_time_hosts, or a hostless job."
             return request
 
-        names = [h.hostname if isinstance(h, Host) else str(h).strip() for h in hosts]
-        names += [str(h).strip() for h in one_time_hosts]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
+        names_given = [n.lower() for n in args.hostnames + args.one_time_hosts]
+        duplicates = sorted({n for n in names_given if names_given.count(n) > 1})
         if duplicates:
             errors["hosts"] = f"Duplicate hosts: {', '.join(duplicates)}"
             return request
 
-        explicit = [h.hostname if isinstance(h, Host) else str(h).strip() for h in hosts]
-        found = {h.hostname: h for h in Host.valid_objects.filter(hostname__in=explicit)}
-        unknown = [n for n in explicit if n not in found]
+        found = {h.hostname.lower(): h for h in Host.valid_objects.filter(hostname__in=args.hostnames)}
+        unknown = [n for n in args.hostnames if n.lower() not in found]
         if unknown:
             errors["hosts"] = f"Unknown hosts: {', '.join(unknown)}"
             return request
-        request.hosts = [found[n] for n in explicit]
+        request.hosts = [found[n.lower()] for n in args.hostnames]
         try:
             AclGroup.check_for_acl_violation_hosts(owner, request.hosts)
         except ValidationError as exc:
             errors.update({k: "; ".join(v) for k, v in exc.message_dict.items()})
             return request
 
-        label_names, meta_errors = parse_meta_hosts(meta_hosts)
-        if meta_errors:
-            errors["meta_hosts"] = "; ".join(meta_errors)
-            return request
-        labels = {l.name: l for l in Label.valid_objects.filter(name__in=set(label_names))}
-        missing = sorted(set(label_names) - set(labels))
+        label_names = {label for label, _ in args.metahosts}
+        labels = {l.name: l for l in Label.valid_objects.filter(name__in=label_names)}
+        missing = sorted(label_names - set(labels))
         if missing:
             errors["meta_hosts"] = f"Unknown labels: {', '.join(missing)}"
             return request
-        request.meta_hosts = [labels[n] for n in label_names]
+        request.meta_hosts = [labels[n] for n in args.metahost_labels]
 
-        for hostname in one_time_hosts:
+        for hostname in args.one_time_hosts:
             try:
-                request.hosts.append(Host.create_one_time_host(str(hostname)))
+                request.hosts.append(Host.create_one_time_host(hostname))
             except ValidationError as exc:
                 errors["one_time_hosts"] = "; ".join(exc.message_dict.get("hostname", exc.messages))
         return request
 
     @staticmethod
-    def _resolve_dependencies(dependencies: Sequence[str | Label], errors: dict[str, str]) -> list[Label]:
-        names = [d.name if isinstance(d, Label) else str(d).strip() for d in dependencies]
-        labels = {l.name: l for l in Label.valid_objects.filter(name__in=names)}
-        missing = [n for n in names if n not in labels]
-        # Provision labels name a build to install; they are created on demand.
+    def _resolve_dependencies(label_names: list[str], errors: dict[str, str]) -> list[Label]:
+        labels = {l.name: l for l in Label.valid_objects.filter(name__in=label_names)}
+        missing = [n for n in label_names if n not in labels]
+        # Provision labels name a build to install; they are created on demand (the names' rules apply).
         for name in [n for n in missing if n.startswith(PROVISION_PREFIXES)]:
-            labels[name] = Label.objects.create(name=name)
-        unknown = [n for n in names if n not in labels]
+            try:
+                labels[name] = Label.objects.create(name=name)
+            except ValidationError as exc:
+                errors["dependencies"] = "; ".join(exc.messages)
+                return []
+        unknown = [n for n in label_names if n not in labels]
         if unknown:
             errors["dependencies"] = f"Unknown labels: {', '.join(unknown)}"
-        return list({labels[n].pk: labels[n] for n in names if n in labels}.values())
+        return list({labels[n].pk: labels[n] for n in label_names if n in labels}.values())
 
     @staticmethod
     def _check_dependencies(request: JobRequest, errors: dict[str, str]) -> None:
@@ -349,20 +314,16 @@ class Job(models.Model):
                 errors["meta_hosts"] = f"No eligible hosts for label {label.name} with the job's dependencies"
 
     @staticmethod
-    def _resolve_parent(parent_job: Job | int | None, errors: dict[str, str]) -> Job | None:
-        if parent_job is None or isinstance(parent_job, Job):
-            return parent_job
-        parent = Job.objects.filter(pk=parent_job).first()
+    def _resolve_parent(parent_job_id: int | None, errors: dict[str, str]) -> Job | None:
+        if parent_job_id is None:
+            return None
+        parent = Job.objects.filter(pk=parent_job_id).first()
         if parent is None:
-            errors["parent_job_id"] = f"Unknown parent job {parent_job}"
+            errors["parent_job_id"] = f"Unknown parent job {parent_job_id}"
         return parent
 
     @staticmethod
-    def _resolve_drone_set(
-        drone_set: str | DroneSet | None, owner: User, errors: dict[str, str]
-    ) -> DroneSet | None:
-        if isinstance(drone_set, DroneSet):
-            return drone_set
+    def _resolve_drone_set(drone_set: str | None, owner: User, errors: dict[str, str]) -> DroneSet | None:
         if drone_set:
             found = DroneSet.objects.filter(name=drone_set).first()
             if found is None:
@@ -371,10 +332,17 @@ class Job(models.Model):
         return owner.drone_set
 
 
+ENUMS = {"control_type": ControlType, "priority": Priority, "reboot_before": RebootBefore, "reboot_after": RebootAfter}
+
+
 class JobKeyval(models.Model):
+    """A submitter's key and value for the job's keyval file (never one of the scheduler's own keys)."""
+
     job = models.ForeignKey(Job, on_delete=models.CASCADE, db_constraint=False)
-    key = models.CharField(max_length=90)
-    value = models.CharField(max_length=300)
+    key = models.CharField(max_length=90, validators=[names.validate_submitted_keyval_key])
+    value = models.CharField(max_length=300, validators=[names.validate_keyval_value])
+
+    CHECKED = {"key": names.validate_submitted_keyval_key, "value": names.validate_keyval_value}
 
     class Meta:
         db_table = "afe_job_keyvals"
@@ -382,3 +350,7 @@ class JobKeyval(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key}={self.value}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        names.check_fields(self, self.CHECKED)
+        super().save(*args, **kwargs)

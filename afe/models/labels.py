@@ -1,8 +1,12 @@
 """Labels: what a host is (platform, board, pool, installed build)."""
 from __future__ import annotations
 
+from typing import Any
+
+from django.core.exceptions import ValidationError
 from django.db import models
 
+from .. import names
 from .base import SoftDeleteModel
 
 # Labels with these prefixes name something a Provision task installs.
@@ -24,7 +28,7 @@ class AtomicGroup(SoftDeleteModel):
 
 
 class Label(SoftDeleteModel):
-    name = models.CharField(max_length=255, unique=True)
+    name = models.CharField(max_length=255, unique=True, validators=[names.validate_label_name])
     kernel_config = models.CharField(max_length=255, blank=True, default="")
     platform = models.BooleanField(default=False)
     only_if_needed = models.BooleanField(default=False)
@@ -38,6 +42,22 @@ class Label(SoftDeleteModel):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        self.check_invariants()
+
+    def check_invariants(self) -> None:
+        """Raise ValidationError unless the name follows the rules and no other label has it (in any case)."""
+        names.check_fields(self, {"name": names.validate_label_name})
+        taken = Label.objects.filter(name__iexact=self.name).exclude(pk=self.pk)
+        if self._state.adding:
+            taken = taken.filter(invalid=False)  # a deleted label of that name is resurrected
+        if taken.exists():
+            raise ValidationError({"name": f"A label named {taken.first().name} already exists."})
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        self.check_invariants()
+        super().save(*args, **kwargs)
 
     @property
     def is_provisionable(self) -> bool:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 
+from .. import names
+
 if TYPE_CHECKING:
     from .hosts import Host
 
@@ -33,7 +35,7 @@ class User(models.Model):
     ACCESS_ADMIN = 1
     ACCESS_ROOT = 100
 
-    login = models.CharField(max_length=255, unique=True)
+    login = models.CharField(max_length=255, unique=True, validators=[names.validate_login])
     access_level = models.IntegerField(default=ACCESS_USER, blank=True)
     reboot_before = models.SmallIntegerField(
         choices=RebootBefore.choices, default=RebootBefore.IF_DIRTY, blank=True
@@ -57,6 +59,7 @@ class User(models.Model):
         return self.access_level >= self.ACCESS_ROOT
 
     def save(self, *args: Any, **kwargs: Any) -> None:
+        names.check_fields(self, {"login": names.validate_login})
         is_new = self.pk is None
         with transaction.atomic():
             super().save(*args, **kwargs)
@@ -99,7 +102,7 @@ class AclGroup(models.Model):
     putting a host in a real group takes it away from the public.
     """
 
-    name = models.CharField(max_length=255, unique=True)
+    name = models.CharField(max_length=255, unique=True, validators=[names.validate_group_name])
     description = models.CharField(max_length=255, blank=True, default="")
     users = models.ManyToManyField(User, blank=True, db_table="afe_acl_groups_users")
     hosts = models.ManyToManyField("afe.Host", blank=True, db_table="afe_acl_groups_hosts")
@@ -116,6 +119,16 @@ class AclGroup(models.Model):
     def everyone(cls) -> AclGroup:
         group, _ = cls.objects.get_or_create(name=EVERYONE)
         return group
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        names.check_fields(self, {"name": names.validate_group_name})
+        if self.description and len(self.description) > 255:
+            raise ValidationError({"description": "The description is longer than 255 characters."})
+        if self.pk is not None:
+            old_name = AclGroup.objects.filter(pk=self.pk).values_list("name", flat=True).first()
+            if old_name == EVERYONE and self.name != EVERYONE:
+                raise ValidationError({"name": "The Everyone ACL group cannot be renamed"})
+        super().save(*args, **kwargs)
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         if self.name == EVERYONE:
