@@ -164,7 +164,12 @@ class DroneManager:
         Process.objects.filter(pk__in=[p.pk for p in pending], launched_at__isnull=True).update(launched_at=now)
         for process in pending:
             process.launched_at = now
-            self._backends[process.drone].launch(process, marked=True)
+            try:
+                self._backends[process.drone].launch(process, marked=True)
+            except OSError as exc:
+                # One launch that fails (no memory for a fork, say) does not keep the others
+                # waiting; the record is relaunched as stale, or marked lost, later.
+                log.warning("process %s: launch on %s failed: %s", process.pk, process.drone, exc)
         return pending
 
     def refresh(self) -> None:

@@ -14,6 +14,7 @@ from .agents.postjob import announce_completion
 from .agents.special_tasks import PROCESS_KIND
 from .context import SchedulerContext
 from .groups import group_entries, latest_processes
+from .isolation import best_effort
 from .synch import stop_if_necessary
 from .transitions import EntryStatus, HostStatus, move_entries, move_hosts
 
@@ -140,9 +141,13 @@ def _log_abort(ctx: SchedulerContext, execution_path: str, records: list[Aborted
     known = [r for r in records if r is not None]
     who = known[0].aborted_by.login if known else "autotest_system"
     when = max((r.aborted_on for r in known), default=ctx.clock())
-    directory = ctx.path(execution_path)
-    results.append_keyvals_once(directory, {"aborted_by": who, "aborted_on": results.epoch(when)})
-    results.append_status_comment(directory, f"Job aborted by {who} on {when:%Y-%m-%d %H:%M:%S}")
+
+    def write() -> None:
+        directory = ctx.path(execution_path)
+        results.append_keyvals_once(directory, {"aborted_by": who, "aborted_on": results.epoch(when)})
+        results.append_status_comment(directory, f"Job aborted by {who} on {when:%Y-%m-%d %H:%M:%S}")
+
+    best_effort(f"the abort of {execution_path!r}", write, log)
 
 
 def kill_task_processes(ctx: SchedulerContext, task_ids: list[int], handled: bool = False) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from django.utils import timezone
 
 from afe.models import User
+from afe.paths import inside
 from drones.base import DroneManager
 
 from .config import SchedulerConfig
@@ -27,9 +28,12 @@ class SchedulerContext:
     def results_dir(self) -> Path:
         return self.config.results_dir.resolve()
 
-    def path(self, execution_path: str) -> Path:
-        """The absolute directory of an execution path (``<job>-<owner>/<subdir>`` or ``hosts/...``)."""
-        return self.results_dir / execution_path
+    def path(self, *parts: str) -> Path:
+        """The absolute directory of an execution path (``<job>-<owner>/<subdir>`` or ``hosts/...``).
+
+        Raises ``afe.paths.UnsafePath`` when the parts would leave ``RESULTS_DIR``.
+        """
+        return inside(self.results_dir, *parts)
 
     @property
     def system_user(self) -> User:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from django.db import DatabaseError
 
 from afe.models import DroneSet, HostQueueEntry, Job, SpecialTask
+from afe.paths import UnsafePath
 from drones.models import Process
 
 from . import aborts
@@ -49,6 +50,8 @@ class Dispatcher:
         self.ctx = ctx
         self.cleanup = PeriodicCleanup(ctx)
         self.step_seconds: dict[str, float] = defaultdict(float)  # total per step, for metrics
+        # The last error of each item that keeps failing: logged in full once, not every tick.
+        self.failing: dict[object, str] = {}
 
     def initialize(self, recover_hosts: bool = False) -> None:
         """Repair what a crash may have left behind, then run the start-up upkeep."""
@@ -128,10 +131,21 @@ class Dispatcher:
     def _isolated(self, apply: Callable[[SchedulerContext, Process], None], process: Process) -> int:
         try:
             apply(self.ctx, process)
-            return 1
-        except Exception:
-            log.exception("could not apply the result of process %s (%s); will retry", process.pk, process.kind)
+        except Exception as exc:
+            self._report_failure(("process", process.pk), exc,
+                                 f"could not apply the result of process {process.pk} ({process.kind}); will retry")
             return 0
+        self.failing.pop(("process", process.pk), None)
+        return 1
+
+    def _report_failure(self, key: object, exc: Exception, message: str) -> None:
+        """Log an item's failure with its traceback the first time, then quietly while it stays the same."""
+        error = f"{type(exc).__name__}: {exc}"
+        if self.failing.get(key) == error:
+            log.debug("%s (still: %s)", message, error)
+        else:
+            log.exception(message)
+        self.failing[key] = error
 
     def _batch(self, apply: Callable[[SchedulerContext, list], int], items: list) -> int:
         """Apply a batch at once; if that fails, item by item, so a bad one only delays itself."""
@@ -143,10 +157,13 @@ class Dispatcher:
             log.exception("applying %d results at once failed; retrying them one by one", len(items))
         applied = 0
         for item in items:
+            key = _item_key(item)
             try:
                 applied += apply(self.ctx, [item])
-            except Exception:
-                log.exception("could not apply %r; will retry next tick", item)
+            except Exception as exc:
+                self._report_failure(key, exc, f"could not apply {key}; will retry next tick")
+            else:
+                self.failing.pop(key, None)
         return applied
 
     @staticmethod
@@ -199,7 +216,7 @@ class Dispatcher:
                     nothing_to_gather.append(postjob.Ending(group, job_process))
             elif group.status == EntryStatus.PARSING and not busy(group, Process.Kind.PARSE):
                 job_process = latest(group, Process.Kind.JOB)
-                if latest(group, Process.Kind.PARSE) or not self.ctx.path(group.execution_path).is_dir():
+                if latest(group, Process.Kind.PARSE) or not self._has_results(group):
                     nothing_to_parse.append(postjob.Ending(group, job_process))
                 else:
                     request = postjob.parse_request(group, job_process)
@@ -223,12 +240,28 @@ class Dispatcher:
         postjob.start_parsing(self.ctx, [(g, p, d) for (g, p), d in chosen["parse"]])
         return started + len(admitted)
 
+    def _has_results(self, group: EntryGroup) -> bool:
+        """Whether the group's results directory exists (a name that would leave RESULTS_DIR has none)."""
+        try:
+            return self.ctx.path(group.execution_path).is_dir()
+        except UnsafePath:
+            return False
+
     def _drone_slots(self) -> list[DroneSlot]:
         active = self.ctx.drones.active_processes_by_drone()
         return [
             DroneSlot(hostname=d.hostname, max_processes=d.max_processes, active_processes=active.get(d.hostname, 0))
             for d in self.ctx.drones.drones()
         ]
+
+
+def _item_key(item: object) -> object:
+    """What names a batch item across ticks: its process, or its group and status."""
+    if isinstance(item, tuple):
+        item = item[0]
+    if isinstance(item, postjob.Ending):
+        return ("group", item.group.key, item.group.status)
+    return ("process", getattr(item, "pk", None))
 
 
 @dataclass

@@ -8,6 +8,11 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
+from django.core.exceptions import ValidationError
+
+from afe import names
+from afe.paths import inside
+
 KEYVAL = "keyval"
 LOST_PROCESS_ERROR = (
     "The autoserv process of this job was lost by the scheduler: it stopped without "
@@ -19,12 +24,23 @@ def epoch(when: datetime) -> int:
     return int(time.mktime(when.timetuple()))
 
 
+def keyval_lines(keyvals: Mapping[str, object]) -> str:
+    """``key=value`` lines; raises ``ValueError`` for a key or value that would forge another line."""
+    lines = []
+    for key, value in keyvals.items():
+        try:
+            lines.append(f"{names.validate_keyval_key(key)}={names.validate_keyval_value(value)}\n")
+        except ValidationError as exc:
+            raise ValueError(f"keyval {str(key)[:40]!r}: {'; '.join(exc.messages)}") from None
+    return "".join(lines)
+
+
 def write_keyvals(directory: Path, keyvals: Mapping[str, object], append: bool = False) -> None:
     """Write ``key=value`` lines to ``<directory>/keyval`` (append after the job)."""
+    text = keyval_lines(keyvals)
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / KEYVAL, "a" if append else "w") as out:
-        for key, value in keyvals.items():
-            out.write(f"{key}={value}\n")
+        out.write(text)
 
 
 def append_keyvals_once(directory: Path, keyvals: Mapping[str, object]) -> None:
@@ -40,13 +56,15 @@ def append_keyvals_once(directory: Path, keyvals: Mapping[str, object]) -> None:
 
 def write_host_keyvals(directory: Path, hostname: str, platform: str | None, labels: Iterable[str]) -> None:
     """``host_keyvals/<hostname>``: the platform and the other labels, URL-quoted and comma-joined."""
-    host_dir = directory / "host_keyvals"
-    host_dir.mkdir(parents=True, exist_ok=True)
+    path = inside(directory, "host_keyvals", hostname)
     quoted = ",".join(urllib.parse.quote(label) for label in sorted(labels) if label != platform)
-    (host_dir / hostname).write_text(f"platform={platform or ''}\nlabels={quoted}\n")
+    text = keyval_lines({"platform": platform or "", "labels": quoted})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def append_status_comment(directory: Path, comment: str) -> None:
+    comment = " ".join(comment.split())  # one status.log line, whatever the comment holds
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / "status.log", "a") as out:
         out.write(f"INFO\t----\t----\t{comment}\n")
@@ -66,4 +84,5 @@ def copy_task_results(task_dir: Path, entry_dir: Path) -> None:
     """Copy a failed pre-job task's results into the entry's directory, so the parser reads them."""
     entry_dir.mkdir(parents=True, exist_ok=True)
     if task_dir.is_dir():
-        shutil.copytree(task_dir, entry_dir, dirs_exist_ok=True)
+        # Links are copied as links: a link to a file outside the results is not followed.
+        shutil.copytree(task_dir, entry_dir, dirs_exist_ok=True, symlinks=True)

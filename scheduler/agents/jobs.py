@@ -6,14 +6,15 @@ from collections import defaultdict
 
 from django.db import transaction
 
-from afe.models import HostQueueEntry, JobKeyval
+from afe.models import EntryReason, HostQueueEntry, JobKeyval
 from drones.models import Process
 
 from .. import results
 from ..commands import AUTOSERV_PIDFILE, JobIdentity, job_command
 from ..context import SchedulerContext
 from ..groups import EntryGroup
-from .postjob import claim_processes
+from ..isolation import best_effort, prepare_each
+from .postjob import announce_completion, claim_processes
 from ..labels import host_label_names
 from ..throttle import StartRequest
 from ..transitions import EntryStatus, HostStatus, move_entries, move_hosts
@@ -34,7 +35,8 @@ def start_groups(ctx: SchedulerContext, groups: list[EntryGroup], drones: dict[t
 
     Before the database changes, each group's directory gets its ``keyval``,
     ``host_keyvals`` and control file (rewriting them is harmless if a crash
-    makes this run again).
+    makes this run again). A group whose files cannot be written fails
+    (bad data) or waits for a later tick (the file system); the others start.
     """
     if not groups:
         return
@@ -44,39 +46,85 @@ def start_groups(ctx: SchedulerContext, groups: list[EntryGroup], drones: dict[t
     ):
         keyvals[job_id][key] = value
     host_labels = host_label_names({h for g in groups for h in g.host_ids})
-    now = ctx.clock()
-    processes = []
-    for group in groups:
-        directory = ctx.path(group.execution_path)
-        results.write_keyvals(directory, {**keyvals[group.job.pk], "job_queued": results.epoch(group.job.created_on)})
-        for entry in group.entries:
-            if entry.host_id is not None:
-                platform, labels = host_labels.get(entry.host_id, (None, set()))
-                results.write_host_keyvals(directory, entry.host.hostname, platform, labels)
-        control = ctx.results_dir / "drone_tmp" / f"control.{group.job.pk}.{group.execution_subdir}"
-        results.write_control_file(control, group.job.control_file or "")
-        command = job_command(
-            ctx.config.autoserv_path, str(directory), group.hostnames,
-            JobIdentity(group.job.owner, group.job.name, group.job.control_type),
-            group.execution_path, str(control), group.job.parent_job_id,
-        )
-        processes.append(Process(
-            kind=Process.Kind.JOB, command=command, working_dir=str(directory),
-            log_file=str(directory / ".autoserv_execute.log"), pidfile_name=AUTOSERV_PIDFILE,
-            num_processes=max(len(group.entries), 1), owner=group.job.owner, drone=drones[group.key],
-            job=group.job, execution_subdir=group.execution_subdir,
-        ))
+    prepared = prepare_each(groups, lambda g: _job_process(ctx, g, keyvals[g.job.pk], host_labels, drones[g.key]))
+    fail_groups(ctx, prepared.failed)
+    hold_groups(prepared.deferred)
+    if not prepared.ready:
+        return
+    groups = [g for g, _ in prepared.ready]
     with transaction.atomic():
         entry_ids = [pk for g in groups for pk in g.entry_ids]
-        moved = move_entries(entry_ids, EntryStatus.RUNNING, from_statuses=[EntryStatus.STARTING], started_on=now)
+        moved = move_entries(entry_ids, EntryStatus.RUNNING, from_statuses=[EntryStatus.STARTING],
+                             started_on=ctx.clock())
         if moved != len(entry_ids):
             # Something else moved these entries since they were read; try again next tick.
             transaction.set_rollback(True)
             log.warning("starting %d entries: only %d were still Starting; retrying", len(entry_ids), moved)
             return
         move_hosts([h for g in groups for h in g.host_ids], HostStatus.RUNNING, dirty=True)
-        Process.objects.bulk_create(processes)
+        Process.objects.bulk_create([process for _, process in prepared.ready])
+        EntryReason.objects.filter(queue_entry_id__in=entry_ids).delete()
     log.info("started %d job process(es)", len(groups))
+
+
+def _job_process(
+    ctx: SchedulerContext, group: EntryGroup, keyvals: dict[str, str],
+    host_labels: dict[int, tuple[str | None, set[str]]], drone: str,
+) -> Process:
+    """Write the group's keyval, host keyvals and control file; returns its (unsaved) job process."""
+    directory = ctx.path(group.execution_path)
+    results.write_keyvals(directory, {**keyvals, "job_queued": results.epoch(group.job.created_on)})
+    for entry in group.entries:
+        if entry.host_id is not None:
+            platform, labels = host_labels.get(entry.host_id, (None, set()))
+            results.write_host_keyvals(directory, entry.host.hostname, platform, labels)
+    control = ctx.path("drone_tmp", f"control.{group.job.pk}.{group.execution_subdir}")
+    results.write_control_file(control, group.job.control_file or "")
+    command = job_command(
+        ctx.config.autoserv_path, str(directory), group.hostnames,
+        JobIdentity(group.job.owner, group.job.name, group.job.control_type),
+        group.execution_path, str(control), group.job.parent_job_id,
+    )
+    return Process(
+        kind=Process.Kind.JOB, command=command, working_dir=str(directory),
+        log_file=str(directory / ".autoserv_execute.log"), pidfile_name=AUTOSERV_PIDFILE,
+        num_processes=max(len(group.entries), 1), owner=group.job.owner, drone=drone,
+        job=group.job, execution_subdir=group.execution_subdir,
+    )
+
+
+def fail_groups(ctx: SchedulerContext, failed: list[tuple[EntryGroup, str]]) -> int:
+    """Groups that can never start: their entries fail with the reason, their hosts go back to Ready.
+
+    Returns how many entries failed; queries do not grow with their number.
+    """
+    if not failed:
+        return 0
+    with transaction.atomic():
+        reasons = {pk: f"The job could not start: {reason}" for g, reason in failed for pk in g.entry_ids}
+        moved = move_entries(reasons, EntryStatus.FAILED, from_statuses=[EntryStatus.STARTING])
+        move_hosts([h for g, _ in failed for h in g.host_ids], HostStatus.READY)
+        EntryReason.objects.record(reasons)
+        announce_completion(ctx, [e for g, _ in failed for e in g.entries], EntryStatus.FAILED)
+    for group, reason in failed:
+        log.warning("job %s (%s) failed before it started: %s", group.job.pk, group.execution_subdir, reason)
+    return moved
+
+
+def hold_groups(deferred: list[tuple[EntryGroup, str]]) -> None:
+    """Groups whose files cannot be written now stay Starting; each new reason is logged once."""
+    reasons = {pk: f"Waiting to start: {reason}" for g, reason in deferred for pk in g.entry_ids}
+    changed = EntryReason.objects.record(reasons)
+    for group, reason in deferred:
+        if changed & set(group.entry_ids):
+            log.warning("job %s (%s) cannot start yet, will retry: %s", group.job.pk, group.execution_subdir, reason)
+
+
+def _record_job_end(ctx: SchedulerContext, process: Process) -> None:
+    directory = ctx.path(process.job.tag(), process.execution_subdir)
+    results.append_keyvals_once(directory, {"job_finished": results.epoch(ctx.clock())})
+    if process.state == Process.State.LOST:
+        results.write_lost_process_error(directory)
 
 
 def finish_jobs(ctx: SchedulerContext, ended: list[tuple[Process, list[HostQueueEntry]]]) -> int:
@@ -89,10 +137,7 @@ def finish_jobs(ctx: SchedulerContext, ended: list[tuple[Process, list[HostQueue
         won = claim_processes([process for process, _ in ended])
         ended = [(process, entries) for process, entries in ended if process.pk in won]
         for process, _ in ended:
-            directory = ctx.path(f"{process.job.tag()}/{process.execution_subdir}")
-            results.append_keyvals_once(directory, {"job_finished": results.epoch(ctx.clock())})
-            if process.state == Process.State.LOST:
-                results.write_lost_process_error(directory)
+            best_effort(f"the end of job {process.job_id}", lambda p=process: _record_job_end(ctx, p), log)
         entries = [entry for _, group in ended for entry in group]
         move_entries([e.pk for e in entries if e.is_hostless()], EntryStatus.PARSING,
                      from_statuses=[EntryStatus.RUNNING])

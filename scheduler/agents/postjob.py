@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import transaction
 
-from afe.models import HostQueueEntry, SpecialTask, User
+from afe.models import EntryReason, HostQueueEntry, SpecialTask, User
 from drones.models import Process
 
 from .. import prejob
 from ..commands import CRASHINFO_LOG, CRASHINFO_PIDFILE, PARSE_LOG, PARSER_PIDFILE, crashinfo_command, parse_command
 from ..context import SchedulerContext
 from ..groups import EntryGroup
+from ..isolation import prepare_each
 from ..notify import EntryOutcome
 from ..synch import stop_if_necessary
 from ..throttle import StartRequest
@@ -38,32 +40,57 @@ def parse_request(group: EntryGroup, job_process: Process | None) -> StartReques
 
 
 def start_gathering(ctx: SchedulerContext, admitted: list[tuple[EntryGroup, Process, str]]) -> None:
-    """Write a crash-info process for each admitted (group, job process, drone)."""
-    Process.objects.bulk_create([
-        Process(
+    """Write a crash-info process for each admitted (group, job process, drone).
+
+    A group whose results directory cannot be named safely gathers nothing and moves on to parsing.
+    """
+    def process_for(item: tuple[EntryGroup, Process, str]) -> Process:
+        group, job_process, drone = item
+        directory = ctx.path(group.execution_path)
+        return Process(
             kind=Process.Kind.GATHER,
-            command=crashinfo_command(ctx.config.autoserv_path, str(ctx.path(group.execution_path)), group.hostnames),
-            working_dir=str(ctx.path(group.execution_path)),
-            log_file=str(ctx.path(group.execution_path) / CRASHINFO_LOG), pidfile_name=CRASHINFO_PIDFILE,
+            command=crashinfo_command(ctx.config.autoserv_path, str(directory), group.hostnames),
+            working_dir=str(directory), log_file=str(directory / CRASHINFO_LOG), pidfile_name=CRASHINFO_PIDFILE,
             num_processes=len(group.entries), owner=group.job.owner, drone=drone, job=group.job,
             execution_subdir=group.execution_subdir, paired_with=job_process,
         )
-        for group, job_process, drone in admitted
-    ])
+
+    prepared = prepare_each(admitted, process_for)
+    Process.objects.bulk_create([process for _, process in prepared.ready])
+    _skip_step("gathering", [(Ending(g, p), why) for (g, p, _), why in prepared.failed], finish_gathering, ctx)
 
 
 def start_parsing(ctx: SchedulerContext, admitted: list[tuple[EntryGroup, Process | None, str]]) -> None:
-    Process.objects.bulk_create([
-        Process(
-            kind=Process.Kind.PARSE,
-            command=parse_command(ctx.config.parser_path, str(ctx.path(group.execution_path))),
-            working_dir=str(ctx.path(group.execution_path)),
-            log_file=str(ctx.path(group.execution_path) / PARSE_LOG), pidfile_name=PARSER_PIDFILE,
+    """Write a parse process for each admitted (group, job process, drone).
+
+    A group whose results directory cannot be named safely is not parsed and gets its final status.
+    """
+    def process_for(item: tuple[EntryGroup, Process | None, str]) -> Process:
+        group, job_process, drone = item
+        directory = ctx.path(group.execution_path)
+        return Process(
+            kind=Process.Kind.PARSE, command=parse_command(ctx.config.parser_path, str(directory)),
+            working_dir=str(directory), log_file=str(directory / PARSE_LOG), pidfile_name=PARSER_PIDFILE,
             num_processes=0, owner=group.job.owner, drone=drone, job=group.job,
             execution_subdir=group.execution_subdir, paired_with=job_process,
         )
-        for group, job_process, drone in admitted
-    ])
+
+    prepared = prepare_each(admitted, process_for)
+    Process.objects.bulk_create([process for _, process in prepared.ready])
+    _skip_step("parsing", [(Ending(g, p), why) for (g, p, _), why in prepared.failed], finish_parsing, ctx)
+
+
+def _skip_step(
+    step: str, skipped: list[tuple[Ending, str]], finish: Callable[[SchedulerContext, list[Ending]], int],
+    ctx: SchedulerContext,
+) -> None:
+    """End a post-job step without running it, for groups whose step cannot run; each is logged once."""
+    if not skipped:
+        return
+    finish(ctx, [ending for ending, _ in skipped])
+    EntryReason.objects.record({pk: f"Skipped {step}: {why}" for e, why in skipped for pk in e.group.entry_ids})
+    for ending, why in skipped:
+        log.warning("job %s (%s): skipped %s: %s", ending.group.job.pk, ending.group.execution_subdir, step, why)
 
 
 @dataclass(frozen=True)

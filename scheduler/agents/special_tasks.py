@@ -6,16 +6,20 @@ from collections import defaultdict
 
 from django.db import transaction
 
-from afe.models import Host, HostQueueEntry, IneligibleHostQueue, Protection, SpecialTask
+from afe.models import (
+    EntryReason, Host, HostQueueEntry, IneligibleHostQueue, Protection, SpecialTask, SpecialTaskReason,
+)
 from drones.models import Process
 
 from .. import prejob, results
 from ..commands import AUTOSERV_PIDFILE, JobIdentity, special_task_command
 from ..context import SchedulerContext
+from ..isolation import best_effort, prepare_each
 from ..labels import host_label_names, job_label_names
 from ..synch import put_pending, run_ready_jobs
 from ..throttle import StartRequest
 from ..transitions import EntryStatus, HostStatus, move_entries, move_hosts
+from .postjob import announce_completion
 
 log = logging.getLogger(__name__)
 Task = SpecialTask.Task
@@ -83,21 +87,26 @@ def start_request(task: SpecialTask, allowed: frozenset[str] | None) -> StartReq
 def start_tasks(ctx: SchedulerContext, tasks: list[SpecialTask], drones: dict[int, str]) -> None:
     """Activate the admitted tasks and write one process record each, in one transaction.
 
-    ``drones`` maps a task id to the drone chosen for it. Queries do not grow
-    with the number of tasks.
+    ``drones`` maps a task id to the drone chosen for it. A task whose files
+    cannot be written fails (bad data) or stays queued for a later tick (the
+    file system); the others start. Queries do not grow with the number of tasks.
     """
     if not tasks:
         return
     job_labels = job_label_names({t.queue_entry.job_id for t in tasks if t.queue_entry_id})
     host_labels = host_label_names({t.host_id for t in tasks})
+    prepared = prepare_each(tasks, lambda t: _process_for(ctx, t, drones[t.pk], job_labels, host_labels))
+    fail_unstartable_tasks(ctx, prepared.failed)
+    hold_tasks(prepared.deferred)
+    processes = {t.pk: process for t, process in prepared.ready}
     now = ctx.clock()
     with transaction.atomic():
         still_queued = set(
             SpecialTask.objects.select_for_update()
-            .filter(pk__in=[t.pk for t in tasks], is_active=False, is_complete=False)
+            .filter(pk__in=list(processes), is_active=False, is_complete=False)
             .values_list("pk", flat=True)
         )
-        tasks = [t for t in tasks if t.pk in still_queued]
+        tasks = [t for t, _ in prepared.ready if t.pk in still_queued]
         SpecialTask.objects.filter(pk__in=still_queued).update(is_active=True, time_started=now)
         for kind, superseded in SUPERSEDES.items():
             hosts = [t.host_id for t in tasks if t.task == kind]
@@ -110,9 +119,35 @@ def start_tasks(ctx: SchedulerContext, tasks: list[SpecialTask], drones: dict[in
         for kind, status in ENTRY_STATUS.items():
             move_entries([t.queue_entry_id for t in tasks if t.task == kind and t.queue_entry_id], status,
                          from_statuses=WAITING_FOR_PREJOB)
-        processes = [_process_for(ctx, t, drones[t.pk], job_labels, host_labels) for t in tasks]
-        Process.objects.bulk_create(processes)
+        Process.objects.bulk_create([processes[t.pk] for t in tasks])
     log.info("started %d special task(s)", len(tasks))
+
+
+def fail_unstartable_tasks(ctx: SchedulerContext, failed: list[tuple[SpecialTask, str]]) -> None:
+    """Tasks that can never start fail with their reason; an entry waiting for one fails with it."""
+    if not failed:
+        return
+    reasons = {t.pk: f"The task could not start: {reason}" for t, reason in failed}
+    with transaction.atomic():
+        SpecialTask.objects.filter(pk__in=list(reasons), is_active=False, is_complete=False).update(
+            is_complete=True, success=False
+        )
+        SpecialTaskReason.objects.record(reasons)
+        entry_reasons = {t.queue_entry_id: reasons[t.pk] for t, _ in failed if t.queue_entry_id}
+        move_entries(entry_reasons, EntryStatus.FAILED, from_statuses=WAITING_FOR_PREJOB)
+        EntryReason.objects.record(entry_reasons)
+        announce_completion(ctx, [t.queue_entry for t, _ in failed if t.queue_entry_id], EntryStatus.FAILED)
+    for task, reason in failed:
+        log.warning("special task %s (%s on %s) failed before it started: %s", task.pk, task.task, task.host, reason)
+
+
+def hold_tasks(deferred: list[tuple[SpecialTask, str]]) -> None:
+    """Tasks whose files cannot be written now stay queued; each new reason is logged once."""
+    changed = SpecialTaskReason.objects.record({t.pk: f"Waiting to start: {reason}" for t, reason in deferred})
+    for task, reason in deferred:
+        if task.pk in changed:
+            log.warning("special task %s (%s on %s) cannot start yet, will retry: %s", task.pk, task.task,
+                        task.host, reason)
 
 
 def _process_for(
@@ -257,12 +292,15 @@ def requeue_entry(entry: HostQueueEntry) -> None:
 def fail_entry(ctx: SchedulerContext, entry: HostQueueEntry, task: SpecialTask) -> None:
     """The entry fails on its pre-job task: the task's results become the entry's, then it is parsed."""
     hostname = task.host.hostname
-    entry_dir = ctx.path(f"{entry.job.tag()}/{hostname}")
-    task_dir = ctx.path(task.execution_path())
-    results.append_keyvals_once(task_dir, {
-        "job_queued": results.epoch(entry.job.created_on), "job_finished": results.epoch(ctx.clock()),
-    })
-    results.copy_task_results(task_dir, entry_dir)
+
+    def copy_results() -> None:
+        task_dir = ctx.path(task.execution_path())
+        results.append_keyvals_once(task_dir, {
+            "job_queued": results.epoch(entry.job.created_on), "job_finished": results.epoch(ctx.clock()),
+        })
+        results.copy_task_results(task_dir, ctx.path(entry.job.tag(), hostname))
+
+    best_effort(f"the results of task {task.pk} for entry {entry.pk}", copy_results, log)
     move_entries([entry.pk], EntryStatus.PARSING, execution_subdir=hostname)
     SpecialTask.objects.filter(queue_entry=entry, is_complete=False).exclude(task=Task.REPAIR).update(
         is_active=False, is_complete=True, success=False
