@@ -163,8 +163,14 @@ def validate_keyval_value(value: Any) -> str:
 
 
 def validate_attribute_name(value: Any) -> str:
-    """A host attribute's name: the same rule as a keyval key."""
-    return _validate_key(value, "attribute name", ATTRIBUTE_NAME_MAX_LENGTH)
+    """Printable text without ``=``, no surrounding spaces; at most 90 (``verify_label_<label>`` must fit a label)."""
+    value = text(value, "attribute name")
+    _length(value, "attribute name", ATTRIBUTE_NAME_MAX_LENGTH)
+    if _CONTROL.search(value) or "=" in value or value != value.strip():
+        raise ValidationError(
+            f"{value[:60]!r} is not a valid attribute name: no '=', control characters or surrounding spaces."
+        )
+    return value
 
 
 def validate_attribute_value(value: Any) -> str:

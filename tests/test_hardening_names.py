@@ -88,7 +88,7 @@ class TestNamesEverywhere:
         with pytest.raises(ValidationError):
             lab["host1"].set_attribute("ssh_user", "root\nssh_port=1")
         with pytest.raises(ValidationError):
-            lab["host1"].set_attribute("bad key", "x")
+            lab["host1"].set_attribute("bad=key", "x")
         assert not HostAttribute.objects.exists()
 
     def test_the_same_length_limits_hold_on_every_database(self, lab, system_user):

@@ -244,7 +244,7 @@ class Host(SoftDeleteModel):
     @staticmethod
     def sort_key(hostname: str) -> tuple[str, int, str]:
         """Order like AFE: alphabetic prefix, then numeric suffix, ignoring case."""
-        match = re.match(r"^(.*?)(\d*)$", hostname.lower())
+        match = re.fullmatch(r"(.*?)(\d*)", hostname.lower(), re.DOTALL)  # any legacy name sorts
         assert match is not None
         prefix, number = match.groups()
         return prefix, int(number) if number else -1, hostname

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from django.db import models
+from django.db import connections, models
 from django.utils import timezone
 
 REASON_MAX_LENGTH = 2000
@@ -27,9 +27,11 @@ class ReasonQuerySet(models.QuerySet):
         changed = {pk for pk, text in reasons.items() if known.get(pk) != text}
         if changed:
             now = timezone.now()
+            # MySQL's upsert takes no conflict target (the primary key is the only one here).
+            target = [key] if connections[self.db].features.supports_update_conflicts_with_target else None
             self.bulk_create(
                 [self.model(**{key: pk}, reason=reasons[pk], recorded_on=now) for pk in changed],
-                update_conflicts=True, unique_fields=[key], update_fields=["reason", "recorded_on"],
+                update_conflicts=True, unique_fields=target, update_fields=["reason", "recorded_on"],
             )
         return changed
 
