@@ -7,11 +7,13 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from afe.admin.guards import GuardedAdmin
+
 from .models import Process
 
 
 @admin.register(Process)
-class ProcessAdmin(admin.ModelAdmin):
+class ProcessAdmin(GuardedAdmin):
     list_display = [
         "id", "kind", "state", "drone", "pid", "exit_status", "tests_failed", "handled",
         "kill_requested", "job", "special_task", "created_at", "finished_at",

@@ -506,3 +506,46 @@ def test_every_admin_action_costs_the_same_queries_for_2_and_for_10_rows(admin_c
     run(1)  # warm up per-process caches (content types, the session, the AFE user)
     two, ten = run(2), run(10)
     assert len(two) == len(ten), "\n".join(["2 rows:", *two, "", "10 rows:", *ten])
+
+
+def test_the_drone_list_shows_each_drones_state_and_lowers_capacity_or_disables(admin_client, db):
+    from datetime import timedelta
+
+    from django.test.utils import CaptureQueriesContext
+    from django.db import connection
+    from django.utils import timezone
+
+    from afe.models import Drone
+    from drones.models import Process
+
+    live = Drone.objects.create(hostname="live1", max_processes=8, heartbeat_at=timezone.now(),
+                                worker_machine="rack1", worker_pid=4321)
+    Drone.objects.create(hostname="dead1", max_processes=4, heartbeat_at=timezone.now() - timedelta(hours=1))
+    Process.objects.create(kind="job", command=["true"], working_dir="/r", log_file="/r/l", drone="live1",
+                           state="running", num_processes=3)
+    Process.objects.create(kind="job", command=["true"], working_dir="/r", log_file="/r/l", drone="live1",
+                           state="exited", num_processes=5)
+    url = changelist_url("drone")
+    with CaptureQueriesContext(connection) as queries:
+        page = admin_client.get(url)
+    assert page.status_code == 200
+    rows = {row.split("</th>")[0].rsplit(">", 2)[-2].split("<")[0]: row for row in
+            page.content.decode().split('<tr')[1:] if "field-hostname" in row}
+    assert 'alt="True"' in rows["live1"] and 'alt="False"' in rows["dead1"]
+    assert '<td class="field-running">3</td>' in rows["live1"]
+    assert '<td class="field-running">0</td>' in rows["dead1"]
+    few = len(queries)
+    for i in range(10):
+        Drone.objects.create(hostname=f"more{i}", max_processes=1, heartbeat_at=timezone.now())
+    with CaptureQueriesContext(connection) as queries:
+        admin_client.get(url)
+    assert len(queries) == few  # one query for the rows, whatever their number
+
+    change = admin_client.get(change_url(live))
+    assert change.status_code == 200
+    response = admin_client.post(change_url(live),
+                                 {"hostname": "live1", "enabled": "", "max_processes_limit": "2"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    live.refresh_from_db()
+    assert (live.enabled, live.max_processes_limit, live.capacity) == (False, 2, 2)
+    assert live.max_processes == 8 and live.worker_pid == 4321  # what the drone reported stays

@@ -24,7 +24,7 @@ from drones.autoserv import cli
 from drones.autoserv.actions import fill, split_label
 from drones.autoserv.config import AutoservConfig
 from drones.autoserv.control import client_command
-from drones.autoserv.errors import AutoservError
+from drones.autoserv.errors import AutoservError, ControlFileError
 from drones.autoserv.hostinfo import load_host_info, parse_machine
 from drones.autoserv.status_log import make_line, parse_line
 from scheduler.commands import JobIdentity, crashinfo_command, job_command, special_task_command
@@ -611,7 +611,6 @@ def test_a_file_named_debug_in_the_results_is_an_error_not_a_crash(autoserv, res
 CLIENTS = {
     "shell": ("#!/bin/sh\necho \"shell on $(hostname) args $*\"\n", "shell on "),
     "python": ("import sys\nprint('python', sys.version_info[0], 'args', sys.argv[1:])\n", "python 3 args"),
-    "plain shell": ("echo plain shell; ls / > /dev/null\n", "plain shell"),
 }
 
 
@@ -631,12 +630,13 @@ def test_client_control_file(kind, flavour, autoserv, results, lab):
 def test_client_control_file_kinds():
     assert client_command(CLIENTS["shell"][0]) == "chmod +x control && ./control"
     assert client_command(CLIENTS["python"][0]) == "python3 control"
-    assert client_command(CLIENTS["plain shell"][0]) == "sh control"
+    with pytest.raises(ControlFileError, match=r"syntax error in client control file control: .+ \(line 1\)"):
+        client_command("echo plain shell; ls / > /dev/null\n")  # no #! line: Python, and not valid Python
 
 
 def test_failing_client_control_file_on_two_hosts(autoserv, results, lab):
     machines = [lab("local", "local1"), lab("ssh")]
-    run = autoserv(server_job(results, "echo bad >&2; exit 4\n", machines, kind=ControlType.CLIENT))
+    run = autoserv(server_job(results, "#!/bin/sh\necho bad >&2; exit 4\n", machines, kind=ControlType.CLIENT))
     assert_exit(run, 1, failed=2)
     tests = run.status()
     assert sorted(t.subdir for t in tests) == ["127.0.0.1", "local1"]

@@ -1,4 +1,4 @@
-"""The whole path: scheduler → local drone → bin/autoserv on local hosts → bin/parse → results tables."""
+"""The whole path: scheduler → local or Celery drone → bin/autoserv on local hosts → bin/parse → results tables."""
 from __future__ import annotations
 
 import dataclasses
@@ -27,16 +27,23 @@ job.run_test('false_test', host=host, command='exit 3')
 """
 
 
-@pytest.fixture
-def real_lab(settings, tmp_path, transactional_db, make_host) -> SchedulerHarness:
-    """Two hosts that run on this machine, and a scheduler that runs the project's own autoserv and parser."""
+@pytest.fixture(params=["local drone", "celery drone"])
+def real_lab(request, settings, tmp_path, transactional_db, make_host) -> SchedulerHarness:
+    """Two hosts that run on this machine, and a scheduler that runs the project's own autoserv and parser,
+    on the local drone or on a Celery drone (a real worker over Redis)."""
+    workers = request.getfixturevalue("workers") if request.param == "celery drone" else None
     settings.RESULTS_DIR = tmp_path / "results"
     settings.AUTOSERV_PATH = str(ROOT / "bin" / "autoserv")
     settings.PARSER_PATH = str(ROOT / "bin" / "parse")
     for name in ("local1", "local2"):
         make_host(name, ["board:local"]).set_attribute("connection", "local")
     config = dataclasses.replace(SchedulerConfig.from_settings(settings), tick_seconds=0.05)
-    return SchedulerHarness(config)
+    if workers is None:
+        return SchedulerHarness(config)
+    from .celery_harness import celery_drones
+
+    workers.start(workers.name())
+    return SchedulerHarness(config, make_drones=celery_drones)
 
 
 def test_a_passing_server_job_completes_with_its_test_rows(real_lab):

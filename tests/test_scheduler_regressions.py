@@ -119,6 +119,23 @@ def test_a_stopped_entry_stays_stopped_when_its_queued_task_could_start(small_dr
     autoserv.release("provision:host2", 0)
 
 
+def test_a_process_that_exits_mid_tick_keeps_its_slot_until_its_result_is_applied(small_drone, autoserv, lab, owner,
+                                                                                   tmp_path):
+    scheduler = small_drone
+    autoserv.set("job:host3", "hold")
+    Job.create(owner=owner, name="blocker", control_file="x", hosts=["host3"], **QUICK)
+    scheduler.run_until(lambda: autoserv.calls("job"), "the blocker to run")
+    # The drone's second slot: a process whose runner recorded its exit after this tick applied results.
+    Process.objects.create(kind="verify", command=["true"], working_dir=str(tmp_path), log_file=str(tmp_path / "log"),
+                           drone="localhost", state=Process.State.EXITED, exit_status=0)
+    task = SpecialTask.schedule_special_task(Host.objects.get(hostname="host2"), SpecialTask.Task.VERIFY, owner)
+    assert scheduler.dispatcher.start_work() == 0
+    assert SpecialTask.objects.get(pk=task.pk).status == "Queued"
+    scheduler.tick()  # the result is applied first, then the freed slot takes the verify
+    assert SpecialTask.objects.get(pk=task.pk).status != "Queued"
+    autoserv.release("job:host3", 0)
+
+
 def test_an_aborted_entry_mails_its_status_and_completes_its_job(scheduler, autoserv, lab, owner):
     Host.objects.filter(hostname="host1").update(locked=True, lock_reason="busy")
     job = Job.create(owner=owner, name="t", control_file="x", hosts=["host1"], email_list="dev@lab")

@@ -49,6 +49,8 @@ class Label(SoftDeleteModel):
     def check_invariants(self) -> None:
         """Raise ValidationError unless the name follows the rules and no other label has it (in any case)."""
         names.check_fields(self, {"name": names.validate_label_name})
+        if len(self.kernel_config or "") > 255:  # SQLite would store it; MariaDB would refuse it
+            raise ValidationError({"kernel_config": "The kernel config is longer than 255 characters."})
         taken = Label.objects.filter(name__iexact=self.name).exclude(pk=self.pk)
         if self._state.adding:
             taken = taken.filter(invalid=False)  # a deleted label of that name is resurrected

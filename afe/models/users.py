@@ -124,6 +124,9 @@ class AclGroup(models.Model):
         names.check_fields(self, {"name": names.validate_group_name})
         if self.description and len(self.description) > 255:
             raise ValidationError({"description": "The description is longer than 255 characters."})
+        taken = AclGroup.objects.filter(name__iexact=self.name).exclude(pk=self.pk).first()
+        if taken is not None:  # compared without case, as MariaDB's unique index does
+            raise ValidationError({"name": f"An ACL group named {taken.name} already exists."})
         if self.pk is not None:
             old_name = AclGroup.objects.filter(pk=self.pk).values_list("name", flat=True).first()
             if old_name == EVERYONE and self.name != EVERYONE:

@@ -29,7 +29,9 @@ class AutoservConfig:
     - ``command_timeout``: seconds a command may run before it is killed;
     - ``reboot_timeout``: seconds a rebooting host has to come back;
     - ``provision_command``: template run on a host to provision a label;
-    - ``verify_label_commands``: label name (or ``"prefix:"``) → verify check.
+    - ``verify_label_commands``: label name (or ``"prefix:"``) → verify check;
+    - ``db_retry_seconds``: how long start-up reads of the AFE database (a
+      host's record, attributes, labels) retry a database they cannot reach.
     """
 
     ssh_user: str = field(default_factory=_current_user)
@@ -40,6 +42,7 @@ class AutoservConfig:
     reboot_timeout: float = 600.0
     provision_command: str | None = None
     verify_label_commands: Mapping[str, str] = field(default_factory=dict)
+    db_retry_seconds: float = 60.0
 
     @classmethod
     def from_settings(cls, settings: Any = None) -> AutoservConfig:
@@ -77,4 +80,5 @@ class AutoservConfig:
             reboot_timeout=number("AUTOSERV_REBOOT_TIMEOUT", float, defaults.reboot_timeout),
             provision_command=get("AUTOSERV_PROVISION_COMMAND", None),
             verify_label_commands=dict(label_checks),
+            db_retry_seconds=max(0.0, number("AUTOSERV_DB_RETRY_SECONDS", float, defaults.db_retry_seconds)),
         )

@@ -11,14 +11,16 @@ directory, the current directory while they run; removed afterwards — after
 an abort, at the end of the run) and run there, in parallel over the hosts,
 each host's run recorded as a test named ``client`` with subdir
 ``<hostname>`` and its output in ``<results>/<hostname>/stdout`` and
-``stderr``. How a client control file runs:
+``stderr``. How a client control file runs (one rule, no guessing):
 
-- starts with ``#!``: made executable and run directly (its interpreter);
-- otherwise, valid Python: ``python3 control``;
-- otherwise: ``sh control``.
+- its first line starts with ``#!``: made executable and run directly, by
+  the interpreter that line names (``#!/bin/sh`` for a shell script);
+- anything else is Python, run as ``python3 control``. It is compiled on the
+  drone first: a syntax error fails the job before any host is touched, with
+  an ERROR naming the control file and the line. A shell script without a
+  ``#!`` line is therefore a syntax error, never run by ``sh``.
 
-(A one-word shell command such as ``true`` is valid Python — give shell
-scripts a ``#!/bin/sh`` line.) The ``-a`` arguments are passed on the command line.
+The ``-a`` arguments are passed on the command line.
 """
 from __future__ import annotations
 
@@ -72,21 +74,34 @@ def run_server_control(job: Job, text: str, path: Path, args: tuple[str, ...]) -
     exec(code, namespace)
 
 
-def client_command(text: str) -> str:
-    """How to run a client control file called ``control`` in the current directory."""
+def client_command(text: str, path: Path | str = "control") -> str:
+    """How to run a client control file called ``control`` in the current directory.
+
+    ``#!`` on the first line: the file runs as an executable script; anything
+    else is Python. Raises ``ControlFileError`` (naming ``path`` and the line)
+    if such a file is not valid Python.
+    """
     if text.startswith("#!"):
         return "chmod +x control && ./control"
     try:
-        compile(text, "control", "exec", dont_inherit=True)
-    except (SyntaxError, ValueError):
-        return "sh control"
+        compile(text, str(path), "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        where = f" (line {exc.lineno})" if exc.lineno else ""
+        raise ControlFileError(f"syntax error in client control file {path}: {exc.msg}{where}; "
+                               "a client control file is Python unless its first line starts with #!") from None
+    except ValueError as exc:  # NUL bytes on older Pythons
+        raise ControlFileError(f"client control file {path} cannot be compiled as Python: {exc}") from None
     return "python3 control"
 
 
-def run_client_control(job: Job, text: str, args: tuple[str, ...]) -> None:
-    """Run a client control file on every machine of the job, recording a ``client`` test per host."""
+def run_client_control(job: Job, text: str, args: tuple[str, ...], path: Path | str = "control") -> None:
+    """Run a client control file on every machine of the job, recording a ``client`` test per host.
+
+    The file is checked first (``client_command``): a Python syntax error fails
+    the job before any host is contacted.
+    """
     data = text.encode("utf-8")
-    command = client_command(text) + "".join(f" {shlex.quote(arg)}" for arg in args)
+    command = client_command(text, path) + "".join(f" {shlex.quote(arg)}" for arg in args)
 
     def on_machine(machine: str) -> bool:
         subdir = _client_subdir(machine)

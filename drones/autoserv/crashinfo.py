@@ -3,12 +3,18 @@
 For each host, ``<results>/<hostname>/crashinfo/<name>.txt`` holds the output
 of each command in ``COMMANDS`` (with its exit status when it failed). A host
 that cannot be reached gets ``unreachable.txt`` with the reason instead.
-Nothing here fails the run: collection is best effort.
+A host's problems never fail the run: collection is best effort. Every path
+goes through ``afe.paths.inside``: a host whose crashinfo directory would
+leave the results (a symlink planted there, a name too long) is skipped with
+a warning and makes the run exit 1; a single file refused the same way is
+skipped.
 """
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+
+from afe.paths import UnsafePath, inside
 
 from .errors import AuthenticationFailed, HostError, HostUnreachable
 from .hosts import Host
@@ -36,17 +42,28 @@ def collect_crashinfo(host: Host, dest: Path) -> dict[str, bool]:
         try:
             result = host.run(command, timeout=timeout)
         except (HostUnreachable, AuthenticationFailed) as exc:
-            (dest / "unreachable.txt").write_text(f"{exc}\n", encoding="utf-8")
+            save(dest, "unreachable.txt", f"{exc}\n")
             log.info("crashinfo: %s is unreachable: %s", host, exc)
             return {}
         except HostError as exc:
-            (dest / f"{name}.txt").write_text(f"$ {command}\n{exc}\n", encoding="utf-8")
+            save(dest, f"{name}.txt", f"$ {command}\n{exc}\n")
             collected[name] = False
             continue
         text = result.stdout
         if not result.ok:
             text += f"\n$ {command}\n{result.describe()}\n{result.stderr}"
-        (dest / f"{name}.txt").write_text(text, encoding="utf-8")
+        save(dest, f"{name}.txt", text)
         collected[name] = result.ok
     log.info("crashinfo from %s: %s", host, ", ".join(f"{k}={'ok' if v else 'failed'}" for k, v in collected.items()))
     return collected
+
+
+def save(dest: Path, filename: str, text: str) -> bool:
+    """Write ``dest/filename`` unless ``afe.paths.inside`` refuses it (say, a symlink out); returns whether written."""
+    try:
+        path = inside(dest, filename)
+    except UnsafePath as exc:
+        log.warning("crashinfo: %s not written: results path refused: %s", filename, exc)
+        return False
+    path.write_text(text, encoding="utf-8")
+    return True

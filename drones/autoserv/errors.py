@@ -15,6 +15,10 @@ class ControlFileError(AutoservError):
     """The control file cannot be read or compiled."""
 
 
+class ResultsPathError(AutoservError):
+    """A results path built from data (a hostname, a test name or tag) would leave the results directory."""
+
+
 class HostError(AutoservError):
     """A host cannot be used (unknown, unreachable, refused us, misbehaved)."""
 

@@ -8,6 +8,7 @@ machine serves the whole run). Control files get the factory as ``hosts``.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import shlex
 import threading
@@ -262,11 +263,12 @@ class HostFactory:
         self,
         config: AutoservConfig,
         abort: AbortController,
-        load_info: Callable[[str], HostInfo] = load_host_info,
+        load_info: Callable[[str], HostInfo] | None = None,
     ) -> None:
         self.config = config
         self.abort = abort
-        self._load_info = load_info
+        self._load_info = load_info or functools.partial(
+            load_host_info, retry_seconds=config.db_retry_seconds, check=abort.check)
         self._created: dict[str, Host] = {}
         self._making: dict[str, threading.Lock] = {}  # one per name: the database is read once, unlocked
         self._lock = threading.Lock()

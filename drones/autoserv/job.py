@@ -24,6 +24,15 @@ function runs other tests that fail fails too.
 ``<machine>/`` inside ``parallel_simple`` over several machines. A FAIL,
 ERROR or ABORT at the top level counts as a failed test (the pidfile's third
 line) and makes autoserv exit 1.
+
+Every results path built from a name (a test, a tag, a machine) goes through
+``afe.paths.inside`` (``results_path``): a subdir that would leave the results
+directory (too long a name, a symlink pointing elsewhere) makes that one test
+ERROR with the reason (``results path refused: ...``), before its body runs;
+its ``stdout``, ``stderr`` and ``keyval`` files are checked the same way, and
+so is a ``parallel_simple`` worker's own ``<machine>/status.log`` (refused: the
+worker keeps only its lines in the main status.log). Nothing is written
+outside the results.
 """
 from __future__ import annotations
 
@@ -35,11 +44,14 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from afe.paths import UnsafePath, inside
+
 from .abort import AbortController
 from .errors import (
     Aborted,
     AutoservError,
     CommandTimeout,
+    ResultsPathError,
     TestError,
     TestFail,
     TestNA,
@@ -69,6 +81,19 @@ def safe_path_part(name: str) -> str:
     """``name`` made safe as one directory name."""
     cleaned = re.sub(r"[^\w.+:=@-]", "_", name).lstrip(".")
     return cleaned or "_"
+
+
+def results_path(results_dir: Path, *parts: str) -> Path:
+    """``<results_dir>/<parts...>`` resolved; raises ``ResultsPathError`` if it would leave ``results_dir``.
+
+    ``parts`` come from data (hostnames, test names, tags), so even after
+    ``safe_path_part`` they are checked: a name may be too long, or a
+    directory on the way a symlink pointing out of the results.
+    """
+    try:
+        return inside(results_dir, *parts)
+    except UnsafePath as exc:
+        raise ResultsPathError(f"results path refused: {exc}") from None
 
 
 class Job:
@@ -107,7 +132,7 @@ class Job:
 
     def write_keyval(self, keyvals: Mapping[str, object]) -> None:
         """Append to the job's ``<results>/keyval``."""
-        append_keyvals(self.resultdir / "keyval", keyvals)
+        append_keyvals(results_path(self.resultdir, "keyval"), keyvals)
 
     def write_test_keyval(
         self, subdir: str | Mapping[str, object], keyvals: Mapping[str, object] | None = None
@@ -122,9 +147,9 @@ class Job:
             subdir = current
         if not isinstance(subdir, str):
             raise TypeError("write_test_keyval: subdir must be a string")
-        path = self.resultdir / subdir
-        path.mkdir(parents=True, exist_ok=True)
-        append_keyvals(path / "keyval", keyvals)
+        path = results_path(self.resultdir, subdir, "keyval")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        append_keyvals(path, keyvals)
 
     # -- tests -------------------------------------------------------------------------
 
@@ -181,6 +206,8 @@ class Job:
         previous = getattr(self._local, "test_subdir", None)
         self._local.test_subdir = subdir
         try:
+            if subdir is not None:
+                results_path(self.resultdir, subdir)  # refused before the test runs, not after
             target = self.hosts.create_host(host) if isinstance(host, str) else host
             code, reason = body(target)
         except Aborted as exc:
@@ -221,10 +248,10 @@ class Job:
 
     def save_output(self, subdir: str, result: Result) -> None:
         """Save a command's output as ``<results>/<subdir>/stdout`` and ``stderr``."""
-        path = self.resultdir / subdir
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "stdout").write_text(result.stdout, encoding="utf-8")
-        (path / "stderr").write_text(result.stderr, encoding="utf-8")
+        for name, text in (("stdout", result.stdout), ("stderr", result.stderr)):
+            path = results_path(self.resultdir, subdir, name)  # a planted symlink is refused too
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
 
     # -- parallelism -------------------------------------------------------------------
 

@@ -3,8 +3,11 @@
 Exit status: 0 when everything passed; 1 when a test or host action failed,
 the control file was bad, a host could not be used, or the run was aborted
 (SIGTERM: the pidfile then records ``(1 << 8) | 15`` = 271, a signalled exit,
-so the scheduler gathers crash info); 2 for a malformed command line. The
-pidfile always records the status autoserv exits with.
+so the scheduler gathers crash info); 2 for a malformed command line. Bad
+settings (``settings: NAME must be ...``) exit 1 with that one line on
+stderr and an ERROR in status.log. The pidfile (``-p``) always records the
+status autoserv exits with: its pid line is written first, and its exit
+status and failed-test count whatever happens after, bad settings included.
 
 A server control file may end the run with ``sys.exit()``: ``sys.exit()`` /
 ``sys.exit(0)`` ends it normally (success if every test passed); any other
@@ -26,11 +29,11 @@ from .actions import HostAction
 from .cli import Options, UsageError, build_parser, parse_args, salvage_pidfile
 from .config import AutoservConfig
 from .control import read_control_file, run_client_control, run_server_control
-from .crashinfo import collect_crashinfo
-from .errors import Aborted, AutoservError, ControlFileError, HostError
+from .crashinfo import collect_crashinfo, save
+from .errors import Aborted, AutoservError, ControlFileError, HostError, ResultsPathError
 from .hostinfo import parse_machine
 from .hosts import HostFactory
-from .job import Job, safe_path_part
+from .job import Job, results_path, safe_path_part
 from .keyval import append_keyvals
 from .logs import DEBUG_LOG, setup_logging
 from .pidfile import PidfileWriter
@@ -70,19 +73,29 @@ def usage_error(argv: list[str], message: str) -> int:
     return USAGE_EXIT
 
 
-def _setup_django() -> Exception | None:
+def _setup_django() -> Exception | SystemExit | None:
     """Set Django up (settings module ``settings`` unless the environment says otherwise).
 
-    Returns the error instead of raising it, so it can be recorded once logging works.
+    Returns the error instead of raising it, so it can be recorded once logging
+    works. A bad setting stops the settings module with ``SystemExit("settings:
+    ...")`` (``settings.environment.refuse``); that is returned too, so the
+    pidfile can still be finished.
     """
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
     try:
         import django
 
         django.setup()
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         return exc
     return None
+
+
+def _settings_message(exc: SystemExit) -> str:
+    """The one-line message of a settings module that stopped the process."""
+    if isinstance(exc.code, str):
+        return exc.code
+    return f"settings: the settings module exited with status {exc.code}"
 
 
 class Autoserv:
@@ -105,6 +118,8 @@ class Autoserv:
             print(f"autoserv: cannot write to the results directory {options.results_dir}: {exc}", file=sys.stderr)
             return 1
         django_error = _setup_django()
+        if isinstance(django_error, SystemExit):
+            return self._refuse_settings(pidfile, _settings_message(django_error))
         logging_error = setup_logging(options.results_dir, options.verbose)
         status = StatusLog(options.results_dir / "status.log", critical=self.abort.shield)
         self.abort.install()
@@ -154,6 +169,22 @@ class Autoserv:
                      exit_code, status.failures)
         return exit_code
 
+    def _refuse_settings(self, pidfile: PidfileWriter | None, message: str) -> int:
+        """Bad settings: the ``settings: ...`` line on stderr (and nothing else), an ERROR in
+        status.log, and a finished pidfile (spec §5.2: the scheduler sees an exit, not a
+        process that never reports). Returns 1, like every command refusing its settings.
+        """
+        print(message, file=sys.stderr)
+        status = StatusLog(self.options.results_dir / "status.log")
+        try:
+            status.record("ERROR", None, None, message)
+            status.close()
+        except OSError:
+            pass  # the pidfile and stderr still say it; a second stderr line would break the one-line rule
+        if pidfile is not None:
+            pidfile.finish(1, status.failures)
+        return 1
+
     @staticmethod
     def _record_error(status: StatusLog, reason: str) -> None:
         if status.open_groups():
@@ -169,8 +200,7 @@ class Autoserv:
         factories.append(hosts)
 
         if options.action == "collect_crashinfo":
-            self._collect_crashinfo(hosts)
-            return True
+            return self._collect_crashinfo(hosts)
         status.touch()  # status.log exists from the start, even if everything is cut short
         if not options.use_existing_results:
             append_keyvals(options.results_dir / "keyval", {
@@ -193,7 +223,7 @@ class Autoserv:
                  ", ".join(options.machines) or "no hosts")
         try:
             if options.control_type == "client":
-                run_client_control(job, text, options.control_args)
+                run_client_control(job, text, options.control_args, options.control_path)
             else:
                 run_server_control(job, text, options.control_path, options.control_args)
         except (ControlFileError, Aborted):
@@ -226,17 +256,26 @@ class Autoserv:
                  ",".join(self.options.job_labels) or "none")
         return HostAction(status, host, hosts, config, self.options.job_labels, protection).run(action)
 
-    def _collect_crashinfo(self, hosts: HostFactory) -> None:
+    def _collect_crashinfo(self, hosts: HostFactory) -> bool:
+        """Crash info of every machine; returns False if a machine's directory was refused (the others are collected)."""
+        ok = True
         for machine in self.options.machines:
-            dest = self.options.results_dir / safe_path_part(parse_machine(machine).hostname) / "crashinfo"
+            try:
+                dest = results_path(self.options.results_dir, safe_path_part(parse_machine(machine).hostname),
+                                    "crashinfo")
+            except ResultsPathError as exc:
+                log.warning("crashinfo of %.80s not collected: %s", machine, exc)
+                ok = False
+                continue
             try:
                 host = hosts.create_host(machine)
             except HostError as exc:
                 log.warning("crashinfo: %s", exc)
                 dest.mkdir(parents=True, exist_ok=True)
-                (dest / "unreachable.txt").write_text(f"{exc}\n", encoding="utf-8")
+                save(dest, "unreachable.txt", f"{exc}\n")
                 continue
             collect_crashinfo(host, dest)
+        return ok
 
 
 def _control_line(exc: BaseException, path: Path) -> str:

@@ -185,6 +185,9 @@ class SshConnection:
                     self.check_abort()
                 if deadline is not None and time.monotonic() >= deadline:
                     raise CommandTimeout(f"command timed out after {timeout:g}s: {command}", result(-9))
+            # Output that arrived with the exit status and the close is still buffered: read it too.
+            self._drain(channel, out, err)
+            _strip_marker(err, pgid)
             exit_status = channel.recv_exit_status()
         except BaseException:
             if not channel.exit_status_ready() and pgid:

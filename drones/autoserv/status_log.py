@@ -33,7 +33,9 @@ different threads never interleave, and nothing waits for a worker to end.
   is 0 there), so each is a complete, standalone status log. ``<dir>`` is the
   machine name made safe as a directory name (``job.safe_path_part``); for a
   nested worker, ``<outer dir>/<machine>``. Two workers of the same name
-  running at once: the second writes ``status.log.1`` (and so on).
+  running at once: the second writes ``status.log.1`` (and so on). The path
+  goes through ``afe.paths.inside``: if it is refused (a name too long, a
+  symlink out of the results) the worker has no file of its own.
 - After a SIGKILL, ``status.log`` therefore holds everything written by the
   main thread and every worker group that had ended; the groups workers
   still had open are missing from it (they were in memory) but are in the
@@ -55,6 +57,8 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
+
+from afe.paths import UnsafePath, inside
 
 log = logging.getLogger(__name__)
 
@@ -383,9 +387,18 @@ class StatusLog:
     def _context(self) -> _Context:
         return self._contexts.setdefault(threading.get_ident(), _Context())
 
-    def _claim(self, directory: str) -> Path:
-        """``<results>/<directory>/status.log``, or ``status.log.<n>`` if a running worker has it."""
-        base = self.path.parent / directory / "status.log"
+    def _claim(self, directory: str) -> Path | None:
+        """``<results>/<directory>/status.log``, or ``status.log.<n>`` if a running worker has it.
+
+        ``None`` (no file of its own; its lines still reach status.log) if
+        ``afe.paths.inside`` refuses the path: the directory is named after a
+        machine, so it may be too long, or a symlink pointing out of the results.
+        """
+        try:
+            base = inside(self.path.parent, directory, "status.log")
+        except UnsafePath as exc:
+            log.warning("worker %.60s gets no status.log of its own: results path refused: %s", directory, exc)
+            return None
         path, number = base, 0
         while path in self._worker_paths:
             number += 1

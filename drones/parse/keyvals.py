@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote
 
+from afe.paths import UnsafePath, inside
+
 from .status_log import Problem
 
 _LINE = re.compile(r"^\s*([-.\w]+)(?:\{(\w*)\})?\s*=(.*)$", re.DOTALL)
@@ -117,15 +119,30 @@ def read_iterations(path: str | os.PathLike[str], source: str, problems: list[Pr
 
 
 def read_host_keyvals(results_dir: Path, problems: list[Problem]) -> dict[str, dict[str, str]]:
-    """``{hostname: keyval}`` for every file in ``<results_dir>/host_keyvals/``, sorted by hostname."""
-    directory = results_dir / "host_keyvals"
+    """``{hostname: keyval}`` for every file in ``<results_dir>/host_keyvals/``, sorted by hostname.
+
+    Paths go through ``afe.paths.inside``: a ``host_keyvals`` directory or a
+    file in it that leads out of the results (a symlink) is not read, and a
+    problem says so.
+    """
+    try:
+        directory = inside(results_dir, "host_keyvals")
+    except UnsafePath:
+        problems.append(Problem("host_keyvals", None, "outside the results (afe.paths.inside refused it); not read"))
+        return {}
     try:
         names = sorted(p.name for p in directory.iterdir() if p.is_file() and not p.name.startswith("."))
     except OSError:
         return {}
     keyvals = {}
     for name in names:
-        keyval = read_keyval(directory / name, f"host_keyvals/{name}", problems)
+        try:
+            path = inside(results_dir, "host_keyvals", name)
+        except UnsafePath:
+            problems.append(Problem(f"host_keyvals/{name[:60]}", None,
+                                    "outside the results (afe.paths.inside refused it); not read"))
+            continue
+        keyval = read_keyval(path, f"host_keyvals/{name}", problems)
         if keyval is not None:
             keyvals[name] = keyval
     return keyvals

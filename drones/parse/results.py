@@ -56,6 +56,8 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
+from afe.paths import UnsafePath, inside
+
 from .keyvals import Iteration, machine_group, read_host_keyvals, read_iterations, read_keyval, read_lines
 from .status_line import is_worse_or_equal, parse_timestamp, worse
 from .status_log import UNKNOWN_KERNEL, Problem, StatusLogResult, TestResult, parse_status_log
@@ -222,22 +224,25 @@ def _machines(keyval: dict[str, str], host_keyvals: dict[str, dict[str, str]],
     return []
 
 
-def _inside(root: Path, subdir: str) -> Path | None:
-    """``root/subdir`` if it stays inside ``root`` (status logs are input, not trusted paths)."""
-    candidate = (root / subdir).resolve()
-    return candidate if candidate.is_relative_to(root.resolve()) else None
+def _inside(root: Path, *parts: str) -> Path | None:
+    """``root/parts...`` if ``afe.paths.inside`` lets it (status logs and keyvals are input, not trusted paths)."""
+    try:
+        return inside(root, *parts)
+    except UnsafePath:
+        return None
 
 
 def _test_files(root: Path, test: TestResult, problems: list[Problem]) -> tuple[dict[str, str], list[Iteration]]:
     if not test.subdir:
         return {}, []
-    directory = _inside(root, test.subdir)
-    if directory is None:
-        problems.append(Problem("status.log", None, f"subdir {test.subdir[:60]!r} is outside the results; "
-                                                    "its keyvals are not read"))
+    keyval = _inside(root, test.subdir, "keyval")
+    iteration_keyval = _inside(root, test.subdir, "results", "keyval")
+    if keyval is None or iteration_keyval is None:
+        problems.append(Problem("status.log", None, f"subdir {test.subdir[:60]!r} is outside the results "
+                                                    "(afe.paths.inside refused it); its keyvals are not read"))
         return {}, []
-    attributes = read_keyval(directory / "keyval", f"{test.subdir}/keyval", problems) or {}
-    iterations = read_iterations(directory / "results" / "keyval", f"{test.subdir}/results/keyval", problems)
+    attributes = read_keyval(keyval, f"{test.subdir}/keyval", problems) or {}
+    iterations = read_iterations(iteration_keyval, f"{test.subdir}/results/keyval", problems)
     return attributes, iterations
 
 
@@ -262,7 +267,7 @@ def load_results(path: str | os.PathLike[str], level: int = 1) -> JobResults:
     if status_lines is not None:
         log: StatusLogResult | None = parse_status_log(status_lines, abort_reason=reason)
     else:
-        log = _machine_status_logs(root, _known_machines(keyval or {}, host_keyvals), reason)
+        log = _machine_status_logs(root, _known_machines(keyval or {}, host_keyvals), reason, problems)
     if keyval is None and log is None:
         raise ResultsDirError(f"{root} has no status.log and no keyval: nothing identifies a job to record")
     keyval = keyval or {}
@@ -332,17 +337,24 @@ def _dedent(lines: list[str]) -> list[str]:
     return [line[cut:] if line.strip() else line for line in lines]
 
 
-def _machine_status_logs(root: Path, hostnames: list[str], abort: str) -> StatusLogResult | None:
+def _machine_status_logs(root: Path, hostnames: list[str], abort: str,
+                         problems: list[Problem]) -> StatusLogResult | None:
     """The per-machine ``<machine>/status.log`` files, read when the main status log is missing.
 
     Each file is parsed on its own and the results are put together in the
     order of ``hostnames``; a test without a ``hostname=`` gets the file's
-    machine. None if there is no such file.
+    machine. None if there is no such file. A file whose path ``afe.paths.inside``
+    refuses (a symlink out of the results, a name too long) is not read: a problem says so.
     """
     merged: StatusLogResult | None = None
     for host in hostnames:
         directory = _machine_dir(host)
-        lines = read_lines(root / directory / "status.log")
+        path = _inside(root, directory, "status.log")
+        if path is None:
+            problems.append(Problem(f"{directory[:60]}/status.log", None,
+                                    "outside the results (afe.paths.inside refused it); not read"))
+            continue
+        lines = read_lines(path)
         if lines is None:
             continue
         log = parse_status_log(_dedent(lines), abort_reason=abort, source=f"{directory}/status.log")

@@ -13,11 +13,17 @@ problems: ``parse_unparsed_lines`` (how many status.log lines were skipped)
 and ``parse_problems`` (the first problems, ``<file>:<line>: <what>``,
 ``; ``-joined, cut to 300 characters). Both are absent when there were none.
 
-Values longer than their column are cut to fit. Label, owner and parent job
-come from the keyval, else from the AFE job named by the tag.
+Values longer than their column are cut to fit. The tag is the job's
+identity, so a tag longer than its column (``tko_jobs.tag``) is not merely
+cut: it becomes its first ``max_length - 13`` characters, ``~`` and 12 hex
+digits of the SHA-1 of the whole tag (``fit_tag``), so two long tags that
+share a beginning stay two jobs, a reparse finds its job again, and
+``job_tag__startswith='<job id>-'`` still matches. Label, owner and parent
+job come from the keyval, else from the AFE job named by the tag.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections import defaultdict, deque
 from dataclasses import dataclass
@@ -49,6 +55,8 @@ log = logging.getLogger("drones.parse")
 
 UNPARSED_LINES_KEY = "parse_unparsed_lines"
 PROBLEMS_KEY = "parse_problems"
+#: Hex digits of the tag's SHA-1 that end a shortened tag (``fit_tag``).
+TAG_DIGEST_CHARS = 12
 _TEST_FIELDS = ("test", "subdir", "kernel", "status", "reason", "machine", "started_time", "finished_time")
 
 
@@ -67,6 +75,15 @@ def fit(model: type[models.Model], field_name: str, value: str | None) -> str | 
     if value is None or max_length is None or len(value) <= max_length:
         return value
     return value[: max_length - 1] + "…"
+
+
+def fit_tag(tag: str) -> str:
+    """``tag`` if it fits ``tko_jobs.tag``; else its first (limit - 13) characters + ``~`` + 12 hex of sha1(tag)."""
+    limit = TkoJob._meta.get_field("tag").max_length
+    if limit is None or len(tag) <= limit:
+        return tag
+    digest = hashlib.sha1(tag.encode("utf-8", "surrogatepass")).hexdigest()[:TAG_DIGEST_CHARS]
+    return f"{tag[:limit - TAG_DIGEST_CHARS - 1]}~{digest}"
 
 
 def _datetime(epoch: int | None) -> datetime | None:
@@ -92,7 +109,8 @@ def write_job(results: JobResults, *, reparse: bool = True) -> WriteOutcome | No
 
 
 def _write(results: JobResults, reparse: bool) -> WriteOutcome | None:
-    job = TkoJob.objects.select_for_update().filter(tag=fit(TkoJob, "tag", results.tag)).first()
+    tag = fit_tag(results.tag)
+    job = TkoJob.objects.select_for_update().filter(tag=tag).first()
     if job is not None and not reparse:
         return None
     replaced = job is not None
@@ -103,7 +121,7 @@ def _write(results: JobResults, reparse: bool) -> WriteOutcome | None:
 
     fields = _job_fields(results, job_machine)
     if job is None:
-        job = TkoJob.objects.create(tag=fit(TkoJob, "tag", results.tag), **fields)
+        job = TkoJob.objects.create(tag=tag, **fields)
     else:
         TkoJob.objects.filter(pk=job.pk).update(**fields)
     _write_keyvals(job, results)
