@@ -20,6 +20,7 @@ from .cleanup import PeriodicCleanup
 from .context import SchedulerContext
 from .groups import EntryGroup, group_entries, latest_processes
 from .hosts import release_idle_hosts
+from .pending import explain_pending
 from .prejob import needs_crashinfo
 from .recovery import recover
 from .throttle import DroneSlot, StartRequest, admit, parse_admission
@@ -71,6 +72,7 @@ class Dispatcher:
             ("work_started", self.start_work),
             ("processes_launched", self.ctx.drones.launch_queued),
             ("hosts_released", release_idle_hosts),
+            ("pending_explained", lambda: explain_pending(self._drone_slots(), self.ctx.clock())),
             ("cleanup", self.cleanup.run_due),
             ("mails_sent", self.ctx.notifier.flush),
         ]
@@ -192,6 +194,14 @@ class Dispatcher:
             process = latest(group, kind)
             return process is not None and (process.is_active or not process.handled)
 
+        slots = self._drone_slots()
+        taking = {slot.hostname for slot in slots if slot.enabled}
+
+        def pinned(job_process: Process | None) -> bool:
+            """Post-job work stays on the job's drone, unless results are shared and that drone takes no work."""
+            return not (self.ctx.drones.results_shared and job_process is not None
+                        and job_process.drone not in taking)
+
         tasks = special_tasks.runnable_tasks()
         drone_sets = DroneSets.load(self.ctx.config.default_drone_set, [g.job for g in groups], tasks)
         by_key: dict[object, object] = {}
@@ -209,7 +219,7 @@ class Dispatcher:
                 job_process = latest(group, Process.Kind.JOB)
                 ran = job_process is not None and job_process.started_at is not None
                 if ran and needs_crashinfo(job_process.exit_status) and not latest(group, Process.Kind.GATHER):
-                    request = postjob.gather_request(group, job_process)
+                    request = postjob.gather_request(group, job_process, pinned(job_process))
                     host_work.append(request)
                     by_key[request.key] = (group, job_process)
                 else:
@@ -219,7 +229,7 @@ class Dispatcher:
                 if latest(group, Process.Kind.PARSE) or not self._has_results(group):
                     nothing_to_parse.append(postjob.Ending(group, job_process))
                 else:
-                    request = postjob.parse_request(group, job_process)
+                    request = postjob.parse_request(group, job_process, pinned(job_process))
                     parse_work.append(request)
                     by_key[request.key] = (group, job_process)
         started = self._batch(postjob.finish_gathering, nothing_to_gather)
@@ -229,16 +239,19 @@ class Dispatcher:
 
         running_parsers = Process.objects.active().filter(kind=Process.Kind.PARSE).count()
         parse_work = parse_work[: parse_admission(running_parsers, self.ctx.config.max_parse_processes, len(parse_work))]
-        admitted = admit(host_work + task_work + hostless_work + parse_work, self._drone_slots())
+        admitted = admit(host_work + task_work + hostless_work + parse_work, slots)
 
         chosen: dict[str, list[tuple[object, str]]] = defaultdict(list)
+        fallback = self.ctx.drones.fallback_drone()
         for key, drone in admitted:
-            chosen[key[0]].append((by_key[key], drone or "localhost"))
+            if (drone := drone or fallback) is None:
+                continue  # several drones and none chosen: it waits for a later tick
+            chosen[key[0]].append((by_key[key], drone))
         jobs.start_groups(self.ctx, [g for g, _ in chosen["job"]], {g.key: d for g, d in chosen["job"]})
         special_tasks.start_tasks(self.ctx, [t for t, _ in chosen["task"]], {t.pk: d for t, d in chosen["task"]})
         postjob.start_gathering(self.ctx, [(g, p, d) for (g, p), d in chosen["gather"]])
         postjob.start_parsing(self.ctx, [(g, p, d) for (g, p), d in chosen["parse"]])
-        return started + len(admitted)
+        return started + sum(len(items) for items in chosen.values())
 
     def _has_results(self, group: EntryGroup) -> bool:
         """Whether the group's results directory exists (a name that would leave RESULTS_DIR has none)."""
@@ -248,9 +261,11 @@ class Dispatcher:
             return False
 
     def _drone_slots(self) -> list[DroneSlot]:
-        active = self.ctx.drones.active_processes_by_drone()
+        """Each drone's capacity and what holds it: a process keeps its slot until its result is applied."""
+        active = self.ctx.drones.unapplied_processes_by_drone()
         return [
-            DroneSlot(hostname=d.hostname, max_processes=d.max_processes, active_processes=active.get(d.hostname, 0))
+            DroneSlot(hostname=d.hostname, max_processes=d.max_processes, active_processes=active.get(d.hostname, 0),
+                      enabled=d.enabled)
             for d in self.ctx.drones.drones()
         ]
 

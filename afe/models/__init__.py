@@ -6,8 +6,10 @@ from .hosts import Host, HostAttribute, Protection
 from .job_arguments import JobArguments
 from .jobs import ControlType, Job, JobKeyval, Priority
 from .labels import PROVISION_PREFIXES, AtomicGroup, Label
+from .pending import HostQueueEntryPending
 from .reasons import EntryReason, SpecialTaskReason
 from .special_tasks import SpecialTask
+from .tokens import ApiToken
 from .tko import (  # the TKO results tables (tko_*)
     STATUS_IDS, TkoIterationAttribute, TkoIterationPerfValue, TkoIterationResult, TkoJob, TkoJobKeyval,
     TkoKernel, TkoMachine, TkoPatch, TkoStatus, TkoTaskReference, TkoTest, TkoTestAttribute, TkoTestLabel,
@@ -17,8 +19,8 @@ from .users import EVERYONE, SYSTEM_USER_LOGIN, AclGroup, RebootAfter, RebootBef
 
 __all__ = [
     "EVERYONE", "PROVISION_PREFIXES", "SYSTEM_USER_LOGIN",
-    "AbortedHostQueueEntry", "AclGroup", "EntryReason", "SpecialTaskReason", "AtomicGroup", "ControlType", "Drone", "DroneSet",
-    "Host", "HostAttribute", "HostQueueEntry", "IneligibleHostQueue", "Job", "JobKeyval",
+    "AbortedHostQueueEntry", "AclGroup", "ApiToken", "EntryReason", "SpecialTaskReason", "AtomicGroup", "ControlType", "Drone", "DroneSet",
+    "Host", "HostAttribute", "HostQueueEntry", "HostQueueEntryPending", "IneligibleHostQueue", "Job", "JobKeyval",
     "Label", "Priority", "Protection", "RebootAfter", "RebootBefore", "Shard",
     "SoftDeleteModel", "SpecialTask", "User", "JobArguments",
     "STATUS_IDS", "TkoIterationAttribute", "TkoIterationPerfValue", "TkoIterationResult", "TkoJob",
