@@ -32,91 +32,24 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
 from .base import DroneBackend
+from .config import DroneConfig
 from .models import Process
 from .pidfile import read_pidfile
+from .proctable import is_our_command, is_runner, kill_group
+from .spawner import Spawner
 
 log = logging.getLogger(__name__)
 
-DARK_MARK = "AUTOTEST_SCHEDULER_DARK_MARK"
-PROCESS_ID_VAR = "AUTOTEST_PROCESS_ID"  # which record a command belongs to
 RUNNER_MODULE = "drones.runner"
-
-
-# -- this machine's process table ---------------------------------------------------
-
-
-def _proc(pid: int, name: str) -> bytes | None:
-    try:
-        with open(f"/proc/{pid}/{name}", "rb") as f:
-            return f.read()
-    except OSError:
-        return None
-
-
-def pid_alive(pid: int | None) -> bool:
-    """Whether ``pid`` is a live (not zombie) process on this machine."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, belongs to someone else
-    stat = _proc(pid, "stat")
-    if stat is None:
-        return True  # no /proc (or raced with its exit): trust kill(0)
-    fields = stat[stat.rfind(b")") + 2:].split()
-    return bool(fields) and fields[0] not in (b"Z", b"X")
-
-
-def is_runner(pid: int | None) -> bool:
-    """Whether ``pid`` is a live ``drones.runner`` process."""
-    if not pid_alive(pid):
-        return False
-    cmdline = _proc(pid, "cmdline")
-    return cmdline is None or RUNNER_MODULE.encode() in cmdline
-
-
-def is_our_command(pid: int | None, record_id: int | None = None) -> bool:
-    """Whether ``pid`` is a live command started by a runner (it carries the dark mark).
-
-    With ``record_id``, the command must also belong to that process record, so
-    a recycled pid running another record's command is not mistaken for it.
-    """
-    if not pid_alive(pid):
-        return False
-    environ = _proc(pid, "environ")
-    if not environ:
-        return True  # unreadable: cannot tell, assume it is ours
-    variables = environ.split(b"\0")
-    if not any(var.startswith(DARK_MARK.encode() + b"=") for var in variables):
-        return False
-    if record_id is None:
-        return True
-    mine = f"{PROCESS_ID_VAR}={record_id}".encode()
-    tagged = [var for var in variables if var.startswith(PROCESS_ID_VAR.encode() + b"=")]
-    return not tagged or mine in tagged
-
-
-def kill_group(pid: int, sig: int = signal.SIGKILL) -> bool:
-    """Send ``sig`` to the process group ``pid``; returns whether there was one."""
-    try:
-        os.killpg(pid, sig)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        log.error("not allowed to signal process group %s", pid)
-        return False
 
 
 # -- runner children ------------------------------------------------------------------
@@ -143,18 +76,25 @@ class LocalDrone(DroneBackend):
         max_processes: int = 1000,
         heartbeat_seconds: float = 2.0,
         heartbeat_timeout: timedelta = timedelta(seconds=30),
+        kill_grace_seconds: float = 30.0,
+        lease_seconds: float | None = None,
         runner_log: str | os.PathLike[str] | None = None,
         project_dir: str | os.PathLike[str] | None = None,
         python: str | None = None,
+        spawner: Spawner | None = None,
     ) -> None:
+        """``spawner``: fork runners from a warm spawner (a Celery drone's) instead of starting each afresh."""
         self.hostname = hostname
         self.max_processes = max_processes
         self.heartbeat_seconds = heartbeat_seconds
         self.heartbeat_timeout = heartbeat_timeout
+        self.kill_grace_seconds = kill_grace_seconds
+        self.lease_seconds = lease_seconds
         self._runner_log = Path(runner_log) if runner_log else None
         self.project_dir = Path(project_dir or settings.BASE_DIR)
         self.python = python or sys.executable
         self.machine = socket.gethostname()
+        self.spawner = spawner
         # record id → when an adopting runner was started (only to avoid starting
         # one per tick while the first is coming up; the adopt itself is a CAS).
         self._adopting: dict[int, float] = {}
@@ -175,6 +115,10 @@ class LocalDrone(DroneBackend):
             return
         self._spawn([str(process.pk)])
 
+    def spawn_runner(self, process_id: int) -> None:
+        """Start a runner for a record without reading it (its claim decides whether it runs)."""
+        self._spawn([str(process_id)])
+
     def kill(self, process: Process) -> None:
         process.request_kill()
         # Act at once when the command is visibly ours; the runner would otherwise
@@ -185,9 +129,9 @@ class LocalDrone(DroneBackend):
             and process.runner_host == self.machine
             and is_our_command(process.pid, process.pk)
         ):
-            kill_group(process.pid)
+            kill_group(process.pid, signal.SIGTERM)  # its runner sends KILL after the grace period
 
-    def check(self, processes: Sequence[Process]) -> None:
+    def check(self, processes: Sequence[Process], reachable_since: datetime | None = None) -> None:
         reap_runners()
         cutoff = timezone.now() - self.heartbeat_timeout
         now = time.monotonic()
@@ -272,11 +216,19 @@ class LocalDrone(DroneBackend):
 
     def _spawn(self, args: list[str]) -> None:
         reap_runners()
-        argv = [
-            self.python, "-m", RUNNER_MODULE, *args,
+        runner_args = [
+            *args,
             "--heartbeat", str(self.heartbeat_seconds),
+            "--kill-grace", str(self.kill_grace_seconds),
+            *(["--lease", str(self.lease_seconds)] if self.lease_seconds else []),
+            "--drone", self.hostname,
             "--database-name", str(connection.settings_dict["NAME"]),
         ]
+        if self.spawner is not None:
+            if not self.spawner.spawn(runner_args):
+                log.error("could not reach the runner spawner for %s", args)  # relaunched as stale later
+            return
+        argv = [self.python, "-m", RUNNER_MODULE, *runner_args]
         env = dict(os.environ)
         env.setdefault("DJANGO_SETTINGS_MODULE", os.environ.get("DJANGO_SETTINGS_MODULE", "settings"))
         try:
@@ -292,3 +244,15 @@ class LocalDrone(DroneBackend):
             return
         with _children_lock:
             _children.append(child)
+
+
+def from_config(config: DroneConfig) -> list[DroneBackend]:
+    """The one local drone, "localhost" (registered in ``drones.base.BACKENDS``)."""
+    return [LocalDrone(
+        "localhost",
+        max_processes=config.max_processes,
+        heartbeat_seconds=config.heartbeat_seconds,
+        heartbeat_timeout=config.heartbeat_timeout,
+        kill_grace_seconds=config.kill_grace_seconds,
+        lease_seconds=config.lease_seconds,
+    )]

@@ -25,6 +25,11 @@ class ProcessQuerySet(models.QuerySet):
         """Queued or running: what occupies drone capacity."""
         return self.filter(state__in=Process.ACTIVE_STATES)
 
+    def unapplied(self) -> ProcessQuerySet:
+        """Active, or finished with a result the scheduler has not applied yet: what holds a slot
+        when deciding what may start (a slot frees only once its process's result is applied)."""
+        return self.filter(handled=False)
+
     def unhandled_finished(self) -> ProcessQuerySet:
         """Exited or lost processes whose result the scheduler has not applied yet."""
         return self.filter(state__in=Process.FINISHED_STATES, handled=False)
@@ -161,11 +166,15 @@ class Process(models.Model):
             {"state": self.State.QUEUED, "launched_at": self.launched_at}, launched_at=timezone.now()
         )
 
-    def claim(self, runner_pid: int, runner_host: str, pid: int | None = None) -> bool:
-        """``queued → running`` for the runner ``runner_pid`` on ``runner_host``."""
+    def claim(self, runner_pid: int, runner_host: str, pid: int | None = None, drone: str | None = None) -> bool:
+        """``queued → running`` for the runner ``runner_pid`` on ``runner_host``.
+
+        With ``drone``, only while the record is still queued for that drone (a
+        record moved to another drone cannot be claimed by the old one).
+        """
         now = timezone.now()
         return self._cas(
-            {"state": self.State.QUEUED},
+            {"state": self.State.QUEUED, **({"drone": drone} if drone else {})},
             state=self.State.RUNNING, runner_pid=runner_pid, runner_host=runner_host,
             pid=pid, started_at=now, heartbeat_at=now,
         )

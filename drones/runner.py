@@ -10,9 +10,14 @@
    that cannot be started (missing or non-executable program, bad working
    directory) is recorded as an ordinary failure: exit status ``127 << 8``.
 3. While it runs, beat every ``--heartbeat`` seconds; when ``kill_requested``
-   is set, SIGKILL the command's whole process group.
-4. Record the wait status and the failed-test count from the pidfile's third
-   line (0 for a clean exit without one).
+   is set, SIGTERM the command's whole process group, then SIGKILL it
+   ``--kill-grace`` seconds later. With ``--lease``, a runner that could not
+   write a heartbeat for that long SIGKILLs the group (fencing: it stops
+   before the scheduler may declare the record lost). With ``--drone``, the
+   claim holds only while the record is queued for that drone.
+4. Record the exit status and the failed-test count from the pidfile when it
+   has them (autoserv's own account, e.g. 271 = exit 1 + SIGTERM after an
+   abort), else the wait status (and 0 failed for a clean exit).
 
 ``--adopt`` takes over a *running* record whose runner died while its command
 lives on (``LocalDrone.check`` starts it): it watches the pid instead of
@@ -49,9 +54,13 @@ def _timestamp() -> str:
 
 
 class Runner:
-    def __init__(self, process_id: int, heartbeat: float = 2.0) -> None:
+    def __init__(self, process_id: int, heartbeat: float = 2.0, *, kill_grace: float = 30.0,
+                 lease: float | None = None, drone: str | None = None) -> None:
         self.process_id = process_id
         self.heartbeat_seconds = max(0.05, heartbeat)
+        self.kill_grace = max(0.0, kill_grace)
+        self.lease = lease
+        self.drone = drone
         self.me = os.getpid()
         self.host = socket.gethostname()
         self.process: Any = None
@@ -66,7 +75,7 @@ class Runner:
         if process is None:
             log.warning("process %s: no such record; nothing to run", self.process_id)
             return 0
-        if not process.claim(self.me, self.host):
+        if not process.claim(self.me, self.host, drone=self.drone):
             log.info("process %s: not claimed (someone else has it or it is no longer queued)",
                      self.process_id)
             return 0
@@ -86,13 +95,14 @@ class Runner:
         pidfile = read_pidfile(process.pidfile_path)
         if pidfile is not None and pidfile.finished:
             tests_failed = pidfile.tests_failed
+            status = pidfile.exit_status  # autoserv's own account (§5.2), e.g. 271 after a TERM: exit 1 + SIGTERM
         else:
             tests_failed = 0 if status == 0 else None
         return self._finish(status, tests_failed)
 
     def _start(self, process: Any) -> subprocess.Popen:
         """Start the command (see the module docstring); raises if it cannot be started."""
-        from .local import DARK_MARK, PROCESS_ID_VAR
+        from .proctable import DARK_MARK, PROCESS_ID_VAR
 
         command = process.command
         os.makedirs(os.path.dirname(process.log_file), exist_ok=True)
@@ -123,19 +133,43 @@ class Runner:
         return child
 
     def _supervise(self, child: subprocess.Popen) -> int | None:
-        """Wait for the child, beating and honouring kills; an int means stop with that code."""
-        from .local import kill_group
+        """Wait for the child, beating and honouring kills; an int means stop with that code.
 
-        killed = False
-        next_beat = time.monotonic() + self.heartbeat_seconds
+        A kill is TERM to the command's process group, then KILL once
+        ``kill_grace`` has passed. Fencing: when no heartbeat has been written
+        for ``lease`` seconds (the database is unreachable), the group is
+        KILLed, before the scheduler may declare the process lost.
+        """
+        from .proctable import kill_group
+
+        kill_deadline: float | None = None
+        last_ok = time.monotonic()
+        next_beat = last_ok + self.heartbeat_seconds
         while True:
+            wake = next_beat if kill_deadline is None else min(next_beat, kill_deadline)
             try:
-                child.wait(timeout=max(0.01, next_beat - time.monotonic()))
+                child.wait(timeout=max(0.01, wake - time.monotonic()))
                 return None
             except subprocess.TimeoutExpired:
                 pass
-            next_beat = time.monotonic() + self.heartbeat_seconds
+            now = time.monotonic()
+            if kill_deadline is not None and now >= kill_deadline:
+                log.info("process %s: still there %.0fs after TERM; SIGKILL to process group %s",
+                         self.process_id, self.kill_grace, child.pid)
+                kill_group(child.pid, signal.SIGKILL)
+                kill_deadline = float("inf")
+            if now < next_beat:
+                continue
+            next_beat = now + self.heartbeat_seconds
             verdict = self._beat()
+            if verdict == "error":
+                if self.lease is not None and now - last_ok > self.lease:
+                    log.error("process %s: no heartbeat for %.0fs (lease %.0fs); SIGKILL to process group %s",
+                              self.process_id, now - last_ok, self.lease, child.pid)
+                    kill_group(child.pid, signal.SIGKILL)
+                    kill_deadline = float("inf")
+                continue
+            last_ok = now
             if verdict == "gone":
                 log.warning("process %s: the record is gone or settled; killing pid %s",
                             self.process_id, child.pid)
@@ -145,11 +179,11 @@ class Runner:
             if verdict == "superseded":
                 log.warning("process %s: another runner has taken over; leaving", self.process_id)
                 return 0
-            if verdict == "kill" and not killed:
-                log.info("process %s: kill requested; SIGKILL to process group %s",
-                         self.process_id, child.pid)
-                kill_group(child.pid)
-                killed = True
+            if verdict == "kill" and kill_deadline is None:
+                log.info("process %s: kill requested; SIGTERM to process group %s (SIGKILL in %.0fs)",
+                         self.process_id, child.pid, self.kill_grace)
+                kill_group(child.pid, signal.SIGTERM)
+                kill_deadline = now + self.kill_grace
 
     def _beat(self) -> str:
         """One heartbeat: "ok", "kill", "gone", "superseded" or "error"."""
@@ -173,7 +207,7 @@ class Runner:
     # -- adopt mode ------------------------------------------------------------------
 
     def adopt(self) -> int:
-        from .local import is_our_command, is_runner, kill_group
+        from .proctable import is_our_command, is_runner, kill_group
         from .models import Process
         from .pidfile import read_pidfile
 
@@ -285,6 +319,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m drones.runner", description=__doc__.splitlines()[0])
     parser.add_argument("process_id", type=int)
     parser.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
+    parser.add_argument("--kill-grace", type=float, default=30.0,
+                        help="seconds between TERM and KILL when the record's kill is requested")
+    parser.add_argument("--lease", type=float, default=None,
+                        help="KILL the command when no heartbeat could be written for this many seconds")
+    parser.add_argument("--drone", default=None, help="claim the record only while it is queued for this drone")
     parser.add_argument("--adopt", action="store_true",
                         help="take over a running record whose runner died")
     parser.add_argument("--database-name", default=None,
@@ -293,8 +332,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     # Detached from any terminal: take default dispositions (a shell's background
-    # job would have SIGINT/SIGQUIT ignored) so the command does not inherit SIG_IGN.
-    for sig in (signal.SIGINT, signal.SIGQUIT):
+    # job would have SIGINT/SIGQUIT ignored; a Celery worker's child may inherit more), so
+    # the command does not inherit SIG_IGN.
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
     if args.database_name:
@@ -309,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     django.setup()
     from django.db import connections
 
-    runner = Runner(args.process_id, heartbeat=args.heartbeat)
+    runner = Runner(args.process_id, heartbeat=args.heartbeat, kill_grace=args.kill_grace, lease=args.lease,
+                    drone=args.drone)
     try:
         return runner.adopt() if args.adopt else runner.run()
     finally:

@@ -100,3 +100,23 @@ def scheduler(autoserv, settings, transactional_db):
 
     config = dataclasses.replace(SchedulerConfig.from_settings(settings), tick_seconds=0.05)
     return SchedulerHarness(config)
+
+
+@pytest.fixture
+def broker() -> str:
+    """The machine's Redis for Celery drone tests (skipped without it; failed when CI=true)."""
+    from .celery_harness import broker_url
+
+    return broker_url()
+
+
+@pytest.fixture
+def workers(broker, autoserv, transactional_db, tmp_path):
+    """Start Celery drone workers with ``workers.start(name)``; all stopped at the end."""
+    from .celery_harness import Workers, stop_workers
+
+    pool = Workers(tmp_path / "workers", broker)
+    try:
+        yield pool
+    finally:
+        stop_workers(pool)

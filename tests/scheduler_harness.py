@@ -50,16 +50,22 @@ class FakeAutoserv:
 class SchedulerHarness:
     """A dispatcher plus helpers to tick it until the lab reaches a state."""
 
-    def __init__(self, config: SchedulerConfig, max_processes: int = 100) -> None:
+    def __init__(self, config: SchedulerConfig, max_processes: int = 100,
+                 make_drones: Callable[[], DroneManager] | None = None) -> None:
+        """``make_drones`` builds the drone manager (default: one local drone of ``max_processes``)."""
         self.config = config
         self.max_processes = max_processes
+        self.make_drones = make_drones or self._local_drone
         self.restart()
+
+    def _local_drone(self) -> DroneManager:
+        drone = LocalDrone("localhost", max_processes=self.max_processes, heartbeat_seconds=0.2,
+                           heartbeat_timeout=timedelta(seconds=3), kill_grace_seconds=2)
+        return DroneManager([drone], relaunch_after=timedelta(seconds=5))
 
     def restart(self, recover_hosts: bool = False) -> None:
         """A new scheduler over the same database, as after a crash: nothing carried over in memory."""
-        drone = LocalDrone("localhost", max_processes=self.max_processes, heartbeat_seconds=0.2,
-                           heartbeat_timeout=timedelta(seconds=3))
-        self.drones = DroneManager([drone], relaunch_after=timedelta(seconds=5))
+        self.drones = self.make_drones()
         self.notifier = Notifier(self.config)
         self.ctx = SchedulerContext(config=self.config, drones=self.drones, notifier=self.notifier)
         self.dispatcher = Dispatcher(self.ctx)

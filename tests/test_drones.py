@@ -22,7 +22,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from drones.base import DroneManager
-from drones.local import LocalDrone, is_our_command, is_runner, kill_group, pid_alive, reap_runners
+from drones.local import LocalDrone, reap_runners
+from drones.proctable import is_our_command, is_runner, kill_group, pid_alive
 from drones.models import Process
 from drones.pidfile import Pidfile, read_pidfile, wait_status
 
@@ -278,8 +279,26 @@ def test_a_kill_request_kills_the_whole_process_group(drone, make_process, workd
     assert pid_alive(process.pid) and pid_alive(child_pid)
     assert process.request_kill()
     wait_state(process, "exited", timeout=10)
-    assert process.exit_status == signal.SIGKILL and process.signalled
+    assert process.exit_status == signal.SIGTERM and process.signalled  # TERM first: autoserv records its abort
     wait_for(lambda: not pid_alive(process.pid) and not pid_alive(child_pid), "both processes to die", 5)
+
+
+def test_a_command_that_ignores_term_is_killed_after_the_grace_period(settings, tmp_path, make_process, workdir):
+    settings.RESULTS_DIR = tmp_path / "results"
+    drone = LocalDrone("localhost", heartbeat_seconds=HEARTBEAT, kill_grace_seconds=1.0)
+    process = make_process("trap '' TERM; sleep 60 & echo $! > child.pid; wait")
+    drone.launch(process)
+    wait_started(process)
+    child_file = workdir / "child.pid"
+    child_pid = int(wait_for(lambda: child_file.exists() and child_file.read_text().strip(), "the child pid"))
+    asked = time.monotonic()
+    drone.kill(process)
+    time.sleep(0.5)
+    assert pid_alive(process.pid) and pid_alive(child_pid), "TERM is ignored: both still run within the grace"
+    wait_state(process, "exited", timeout=10)
+    assert time.monotonic() - asked >= 1.0
+    assert process.exit_status == signal.SIGKILL and process.kill_requested
+    wait_for(lambda: not pid_alive(child_pid), "the child to die", 5)
 
 
 def test_the_local_drone_kills_at_once(drone, make_process):
@@ -289,7 +308,7 @@ def test_the_local_drone_kills_at_once(drone, make_process):
     wait_started(process)
     drone.kill(process)
     wait_state(process, "exited", timeout=10)
-    assert process.exit_status == signal.SIGKILL and process.kill_requested
+    assert process.exit_status == signal.SIGTERM and process.kill_requested
 
 
 @pytest.mark.parametrize("case", ["missing", "not-executable", "bad-cwd"])
@@ -490,6 +509,19 @@ def test_manager_from_settings_uses_the_local_drone(settings):
     assert manager.drone("localhost").max_processes == django_settings.SCHEDULER["max_processes_per_drone"]
 
 
+def test_with_a_broker_the_manager_reads_the_registered_celery_drones_every_tick(settings, db):
+    from drones.registration import register
+
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:6379/0"
+    register("d1", "w1", max_processes=3, machine="m", pid=1, dead_after=timedelta(minutes=1))
+    manager = DroneManager.from_settings()
+    assert [(type(d).__name__, d.hostname, d.max_processes) for d in manager.drones()] == [("CeleryDrone", "d1", 3)]
+    register("d2", "w2", max_processes=5, machine="m", pid=2, dead_after=timedelta(minutes=1))
+    manager.refresh()
+    assert sorted(d.hostname for d in manager.drones()) == ["d1", "d2"]
+    assert manager.fallback_drone() is None  # several drones: no default, work waits for a choice
+
+
 def test_the_admin_lists_processes_and_can_kill_them(admin_client, make_process):
     running = make_process("true")
     running.claim(runner_pid=1, runner_host="elsewhere", pid=2)
@@ -530,3 +562,72 @@ def test_a_recycled_pid_running_another_records_command_is_not_ours(drone, make_
     assert not is_our_command(process.pid, process.pk + 1000)
     (workdir / "go").touch()
     wait_state(process, "exited")
+
+
+# -- Celery drone registration (the database side; the workers are in test_celery_drones.py) ----------
+
+
+def test_a_drone_name_is_held_by_one_live_worker_at_a_time(db):
+    from afe.models import Drone
+    from drones.celery_drone import discover
+    from drones.config import DroneConfig
+    from drones.registration import heartbeat, register, release
+
+    alive = timedelta(minutes=1)
+    common = dict(max_processes=4, machine="m1", dead_after=alive)
+    assert register("d1", "first", pid=100, **common)
+    assert not register("d1", "second", pid=200, **common)  # alive: refused
+    assert register("d1", "second", pid=200, is_gone=lambda pid: pid == 100, **common)  # same machine, pid gone
+    assert not heartbeat("d1", "first") and heartbeat("d1", "second")
+    Drone.objects.filter(hostname="d1").update(heartbeat_at=timezone.now() - timedelta(minutes=5))
+    assert register("d1", "third", pid=300, **{**common, "machine": "m2"})  # silent for longer than dead_after
+    assert release("d1", "third") and not release("d1", "third")
+
+    Drone.objects.filter(hostname="d1").update(max_processes_limit=2)
+    register("d2", "other", pid=400, **common)
+    Drone.objects.filter(hostname="d2").update(enabled=False)
+    drones = {d.hostname: d for d in discover(DroneConfig(dead_after_seconds=60))}
+    assert (drones["d1"].max_processes, drones["d1"].enabled) == (2, False)  # released: not alive
+    assert (drones["d2"].max_processes, drones["d2"].enabled) == (4, False)  # alive but disabled
+
+
+def test_a_warm_spawner_forks_runners_that_outlive_it(settings, tmp_path, make_process, transactional_db):
+    from drones.spawner import Spawner
+
+    settings.RESULTS_DIR = tmp_path / "results"
+    spawner = Spawner(tmp_path / "runners.log", Path(django_settings.BASE_DIR))
+    drone = LocalDrone("localhost", heartbeat_seconds=HEARTBEAT, spawner=spawner)
+    quick = make_process("exit 3")
+    slow = make_process("sleep 2; exit 0")
+    assert spawner.spawn(["not-a-number"])  # a runner that fails its argument parsing: logged, nothing else
+    drone.launch(quick)
+    drone.launch(slow)
+    wait_state(quick, "exited")
+    assert quick.exit_status == 3 << 8 and quick.runner_host
+    wait_started(slow)
+    spawner.stop()  # the worker went away: the spawner exits, the runner goes on
+    wait_state(slow, "exited", timeout=15)
+    assert slow.exit_status == 0
+    assert os.getpid() not in {quick.runner_pid, slow.runner_pid}
+
+
+def test_after_an_outage_runners_get_the_whole_lost_timeout_to_beat_again(make_process, db):
+    from drones.celery_drone import CeleryDrone
+
+    drone = CeleryDrone("d1", max_processes=5, lost_after=timedelta(seconds=1))
+    manager = DroneManager([drone], outage_after=timedelta(seconds=0.5))
+    silent = make_process("true", drone="d1")
+    silent.claim(runner_pid=1, runner_host="elsewhere", pid=2)
+    Process.objects.filter(pk=silent.pk).update(heartbeat_at=timezone.now() - timedelta(minutes=10))
+    manager.refresh()  # the first refresh (a restarted scheduler): old heartbeats are not the runners' fault
+    assert Process.objects.get(pk=silent.pk).state == "running"
+    time.sleep(0.7)  # longer than outage_after without a refresh: the database was away
+    manager.refresh()
+    assert Process.objects.get(pk=silent.pk).state == "running"
+    time.sleep(0.4)
+    manager.refresh()
+    assert Process.objects.get(pk=silent.pk).state == "running"  # 0.4 s since the outage < lost_after
+    for _ in range(4):
+        time.sleep(0.3)
+        manager.refresh()
+    assert Process.objects.get(pk=silent.pk).state == "lost"

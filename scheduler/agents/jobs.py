@@ -62,7 +62,7 @@ def start_groups(ctx: SchedulerContext, groups: list[EntryGroup], drones: dict[t
             log.warning("starting %d entries: only %d were still Starting; retrying", len(entry_ids), moved)
             return
         move_hosts([h for g in groups for h in g.host_ids], HostStatus.RUNNING, dirty=True)
-        Process.objects.bulk_create([process for _, process in prepared.ready])
+        ctx.drones.queue_many([process for _, process in prepared.ready])
         EntryReason.objects.filter(queue_entry_id__in=entry_ids).delete()
     log.info("started %d job process(es)", len(groups))
 

@@ -24,18 +24,20 @@ from ..transitions import EntryStatus, HostStatus, move_entries, move_hosts
 log = logging.getLogger(__name__)
 
 
-def gather_request(group: EntryGroup, job_process: Process) -> StartRequest:
-    """Crash-info collection uses one slot per entry, on the drone that ran the job."""
+def gather_request(group: EntryGroup, job_process: Process, pinned: bool = True) -> StartRequest:
+    """Crash-info collection uses one slot per entry, on the drone that ran the job when ``pinned``
+    (else on any drone: the results directory is shared)."""
     return StartRequest(
         key=("gather", group.key), num_processes=len(group.entries), owner=group.job.owner,
-        pinned_drone=job_process.drone,
+        pinned_drone=job_process.drone if pinned else None,
     )
 
 
-def parse_request(group: EntryGroup, job_process: Process | None) -> StartRequest:
+def parse_request(group: EntryGroup, job_process: Process | None, pinned: bool = True) -> StartRequest:
+    """Parsing uses no slot; on the drone that ran the job when ``pinned``."""
     return StartRequest(
         key=("parse", group.key), num_processes=0, owner=group.job.owner,
-        pinned_drone=job_process.drone if job_process else None,
+        pinned_drone=job_process.drone if job_process and pinned else None,
     )
 
 
@@ -56,7 +58,7 @@ def start_gathering(ctx: SchedulerContext, admitted: list[tuple[EntryGroup, Proc
         )
 
     prepared = prepare_each(admitted, process_for)
-    Process.objects.bulk_create([process for _, process in prepared.ready])
+    ctx.drones.queue_many([process for _, process in prepared.ready])
     _skip_step("gathering", [(Ending(g, p), why) for (g, p, _), why in prepared.failed], finish_gathering, ctx)
 
 
@@ -76,7 +78,7 @@ def start_parsing(ctx: SchedulerContext, admitted: list[tuple[EntryGroup, Proces
         )
 
     prepared = prepare_each(admitted, process_for)
-    Process.objects.bulk_create([process for _, process in prepared.ready])
+    ctx.drones.queue_many([process for _, process in prepared.ready])
     _skip_step("parsing", [(Ending(g, p), why) for (g, p, _), why in prepared.failed], finish_parsing, ctx)
 
 

@@ -119,7 +119,7 @@ def start_tasks(ctx: SchedulerContext, tasks: list[SpecialTask], drones: dict[in
         for kind, status in ENTRY_STATUS.items():
             move_entries([t.queue_entry_id for t in tasks if t.task == kind and t.queue_entry_id], status,
                          from_statuses=WAITING_FOR_PREJOB)
-        Process.objects.bulk_create([processes[t.pk] for t in tasks])
+        ctx.drones.queue_many([processes[t.pk] for t in tasks])
     log.info("started %d special task(s)", len(tasks))
 
 
