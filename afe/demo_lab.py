@@ -28,6 +28,7 @@ def run(machine):
 parallel_simple(run, machines)
 """
 CLIENT_CONTROL = """\
+#!/bin/sh
 echo "hello from $(hostname)"
 uname -a
 """

@@ -1,22 +1,52 @@
 """Project settings, read once from the environment (and an optional ``.env``).
 
-Every knob a user may set is listed in the README's settings table. Scheduler
-knobs are collected in ``SCHEDULER``; code receives them through
+Every knob a user may set is listed in the README's settings table. Each is
+read by ``settings.environment.setting`` with its kind and range: a bad value
+stops every command with one line naming it (``settings: NAME must be ...``).
+Scheduler knobs are collected in ``SCHEDULER``; code receives them through
 ``scheduler.config.SchedulerConfig`` instead of reading ``settings`` directly.
+
+``DEBUG`` is on unless turned off, so the embedded demo runs with no settings
+at all; with ``DEBUG=false`` a strong ``SECRET_KEY`` is required, and
+``settings/production.env.example`` lists what ``manage.py check --deploy``
+wants besides.
 """
 from pathlib import Path
 
 import environ
 
+from . import environment as kind
+from .environment import read_env_file, secret_key, setting
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
 
-env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env")
+# ENV_FILE: KEY=value lines read first (variables already set win); empty: none.
+ENV_FILE = read_env_file(BASE_DIR / ".env")
 
-SECRET_KEY = env.str("SECRET_KEY", default="insecure-dev-key-change-me-in-production")
-DEBUG = env.bool("DEBUG", default=False)
-ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+DEBUG = setting("DEBUG", kind.BOOL, True)
+#: The key of DEBUG mode when none is set; refused with DEBUG=false.
+DEVELOPMENT_SECRET_KEY = "insecure-dev-key-change-me-in-production"
+SECRET_KEY = secret_key(DEBUG, DEVELOPMENT_SECRET_KEY)
+ALLOWED_HOSTS = setting("ALLOWED_HOSTS", kind.HOSTS, ["localhost", "127.0.0.1", "[::1]"])
+
+# HTTPS. Off by default (the demo serves plain HTTP on localhost); the
+# production example turns them on. The JSON-RPC endpoints never redirect:
+# AFE's clients do not follow a redirect of a POST. Only the endpoints: the
+# admin (afe/server/admin/) is redirected like every page. The middleware
+# matches the path without its leading slashes.
+SECURE_SSL_REDIRECT = setting("SECURE_SSL_REDIRECT", kind.BOOL, False)
+SECURE_REDIRECT_EXEMPT = [r"^afe/server/(?:noauth/)?rpc/?$", r"^new_tko/server/(?:noauth/)?rpc/?$"]
+SECURE_HSTS_SECONDS = setting("SECURE_HSTS_SECONDS", kind.INT, 0, min=0, max=63_072_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = setting("SECURE_HSTS_INCLUDE_SUBDOMAINS", kind.BOOL, False)
+SECURE_HSTS_PRELOAD = setting("SECURE_HSTS_PRELOAD", kind.BOOL, False)
+SECURE_PROXY_SSL_HEADER = setting("SECURE_PROXY_SSL_HEADER", kind.PROXY_HEADER, None)
+SESSION_COOKIE_SECURE = setting("SESSION_COOKIE_SECURE", kind.BOOL, False)
+CSRF_COOKIE_SECURE = setting("CSRF_COOKIE_SECURE", kind.BOOL, False)
+CSRF_TRUSTED_ORIGINS = setting("CSRF_TRUSTED_ORIGINS", kind.ORIGINS, [])
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -32,6 +62,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's and the pages' static files under any WSGI server (gunicorn included).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -88,64 +120,97 @@ def _database(url: str) -> dict:
     return config
 
 
-DATABASE_URL = env.str("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'afe.sqlite3'}")
+DATABASE_URL = setting("DATABASE_URL", kind.DATABASE_URL, f"sqlite:///{VAR_DIR / 'afe.sqlite3'}")
 DATABASES = {"default": _database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
 
 LANGUAGE_CODE = "en-us"
-TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+TIME_ZONE = setting("TIME_ZONE", kind.TIME_ZONE, "UTC")
 USE_I18N = True
 # AFE stores naive local datetimes ("YYYY-MM-DD HH:MM:SS"); keep that schema.
 USE_TZ = False
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
-LOGIN_URL = "admin:login"
+# Found in the apps at start-up, so serving needs no collectstatic step.
+WHITENOISE_USE_FINDERS = True
+LOGIN_URL = "afe-pages:login"  # the pages' own login: lab users need not be admin staff
+LOGIN_REDIRECT_URL = "afe-pages:job-list"
 
 # E-mail: per-status job mail and the operator digest go through this backend.
-EMAIL_URL = env.str("EMAIL_URL", default="consolemail://")
-vars().update(env.email_url_config(EMAIL_URL))
-DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="autotest-scheduler@localhost")
+EMAIL_URL = setting("EMAIL_URL", kind.EMAIL_URL, "consolemail://")
+vars().update(environ.Env.email_url_config(EMAIL_URL))
+DEFAULT_FROM_EMAIL = setting("DEFAULT_FROM_EMAIL", kind.SENDER, "autotest-scheduler@localhost")
 
 # Drones: with no broker every process runs on this machine (the local drone).
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="")
+CELERY_BROKER_URL = setting("CELERY_BROKER_URL", kind.BROKER_URL, "")
 
-RESULTS_DIR = Path(env.str("RESULTS_DIR", default=str(VAR_DIR / "results")))
-AUTOSERV_PATH = env.str("AUTOSERV_PATH", default=str(BASE_DIR / "bin" / "autoserv"))
-PARSER_PATH = env.str("PARSER_PATH", default=str(BASE_DIR / "bin" / "parse"))
+RESULTS_DIR = Path(setting("RESULTS_DIR", kind.ABSOLUTE_PATH, str(VAR_DIR / "results")))
+AUTOSERV_PATH = setting("AUTOSERV_PATH", kind.ABSOLUTE_PATH, str(BASE_DIR / "bin" / "autoserv"))
+PARSER_PATH = setting("PARSER_PATH", kind.ABSOLUTE_PATH, str(BASE_DIR / "bin" / "parse"))
 
 # The job runner (bin/autoserv): how it reaches hosts whose `connection` attribute is not `local`.
-AUTOSERV_SSH_USER = env.str("AUTOSERV_SSH_USER", default="") or None
-AUTOSERV_SSH_PORT = env.int("AUTOSERV_SSH_PORT", default=22)
-AUTOSERV_SSH_KEY = env.str("AUTOSERV_SSH_KEY", default="") or None
-AUTOSERV_CONNECT_TIMEOUT = env.float("AUTOSERV_CONNECT_TIMEOUT", default=10.0)
-AUTOSERV_COMMAND_TIMEOUT = env.float("AUTOSERV_COMMAND_TIMEOUT", default=3600.0)
-AUTOSERV_REBOOT_TIMEOUT = env.float("AUTOSERV_REBOOT_TIMEOUT", default=600.0)
-AUTOSERV_PROVISION_COMMAND = env.str("AUTOSERV_PROVISION_COMMAND", default="") or None
-AUTOSERV_VERIFY_LABEL_COMMANDS = env.dict("AUTOSERV_VERIFY_LABEL_COMMANDS", default={})
+AUTOSERV_SSH_USER = setting("AUTOSERV_SSH_USER", kind.LOGIN, "") or None
+AUTOSERV_SSH_PORT = setting("AUTOSERV_SSH_PORT", kind.INT, 22, min=1, max=65535)
+AUTOSERV_SSH_KEY = setting("AUTOSERV_SSH_KEY", kind.OPTIONAL_PATH, "") or None
+AUTOSERV_CONNECT_TIMEOUT = setting("AUTOSERV_CONNECT_TIMEOUT", kind.NUMBER, 10.0, min=0.1, max=3600)
+AUTOSERV_COMMAND_TIMEOUT = setting("AUTOSERV_COMMAND_TIMEOUT", kind.NUMBER, 3600.0, min=1, max=604_800)
+AUTOSERV_REBOOT_TIMEOUT = setting("AUTOSERV_REBOOT_TIMEOUT", kind.NUMBER, 600.0, min=1, max=86_400)
+AUTOSERV_PROVISION_COMMAND = setting("AUTOSERV_PROVISION_COMMAND", kind.ONE_LINE, "") or None
+AUTOSERV_VERIFY_LABEL_COMMANDS = setting("AUTOSERV_VERIFY_LABEL_COMMANDS", kind.LABEL_COMMANDS, {})
+# How long autoserv's start-up database reads retry a database it cannot reach.
+AUTOSERV_DB_RETRY_SECONDS = setting("AUTOSERV_DB_RETRY_SECONDS", kind.NUMBER, 60.0, min=0, max=3600)
 
 # AFE defaults for new jobs and hosts (global_config [AUTOTEST_WEB], [HOSTS]).
-JOB_TIMEOUT_MINS_DEFAULT = env.int("JOB_TIMEOUT_MINS_DEFAULT", default=1440)
-JOB_MAX_RUNTIME_MINS_DEFAULT = env.int("JOB_MAX_RUNTIME_MINS_DEFAULT", default=4320)
-DEFAULT_HOST_PROTECTION = env.int("DEFAULT_HOST_PROTECTION", default=0)
+JOB_TIMEOUT_MINS_DEFAULT = setting("JOB_TIMEOUT_MINS_DEFAULT", kind.INT, 1440, min=1, max=525_600)
+JOB_MAX_RUNTIME_MINS_DEFAULT = setting("JOB_MAX_RUNTIME_MINS_DEFAULT", kind.INT, 4320, min=1, max=525_600)
+# afe.models.Protection: 0 No protection .. 4 Do not verify.
+DEFAULT_HOST_PROTECTION = setting("DEFAULT_HOST_PROTECTION", kind.INT, 0, min=0, max=4)
+# Limits of one job: host queue entries (hosts, one-time hosts and metahost counts together)
+# and the control file's size in bytes of UTF-8.
+JOB_MAX_ENTRIES = setting("JOB_MAX_ENTRIES", kind.INT, 1000, min=1, max=100_000)
+CONTROL_FILE_MAX_BYTES = setting("CONTROL_FILE_MAX_BYTES", kind.INT, 1_048_576, min=1, max=16_777_216)
+
+# Who an RPC caller is (afe.identity): whether REMOTE_USER set by a front end is
+# trusted, and where AFE's bare `Authorization: <login>` is (loopback, always, never).
+RPC_TRUST_REMOTE_USER = setting("RPC_TRUST_REMOTE_USER", kind.BOOL, False)
+RPC_TRUST_LOGIN_HEADER = setting("RPC_TRUST_LOGIN_HEADER", kind.LOWER, "loopback",
+                                 choices=("loopback", "always", "never"))
 
 # Scheduler knobs (global_config [SCHEDULER]); see scheduler.config.SchedulerConfig.
 SCHEDULER = {
-    "tick_seconds": env.float("SCHEDULER_TICK_SECONDS", default=0.5),
-    "max_processes_per_drone": env.int("SCHEDULER_MAX_PROCESSES_PER_DRONE", default=1000),
-    "max_parse_processes": env.int("SCHEDULER_MAX_PARSE_PROCESSES", default=100),
-    "pidfile_timeout_minutes": env.int("SCHEDULER_PIDFILE_TIMEOUT_MINUTES", default=300),
-    "clean_interval_minutes": env.int("SCHEDULER_CLEAN_INTERVAL_MINUTES", default=5),
-    "reverify_period_minutes": env.int("SCHEDULER_REVERIFY_PERIOD_MINUTES", default=30),
-    "reverify_max_hosts_at_once": env.int("SCHEDULER_REVERIFY_MAX_HOSTS_AT_ONCE", default=30),
-    "max_repair_limit": env.int("SCHEDULER_MAX_REPAIR_LIMIT", default=2),
-    "max_provision_retries": env.int("SCHEDULER_MAX_PROVISION_RETRIES", default=0),
-    "notify_email": env.list("SCHEDULER_NOTIFY_EMAIL", default=[]),
-    "notify_email_statuses": env.str(
-        "SCHEDULER_NOTIFY_EMAIL_STATUSES", default="Completed,Failed,Aborted"
-    ),
-    "base_url": env.str("SCHEDULER_BASE_URL", default="http://localhost:8000/afe/"),
-    "default_drone_set": env.str("SCHEDULER_DEFAULT_DRONE_SET", default=""),
+    "tick_seconds": setting("SCHEDULER_TICK_SECONDS", kind.NUMBER, 0.5, min=0.01, max=3600),
+    "max_processes_per_drone": setting("SCHEDULER_MAX_PROCESSES_PER_DRONE", kind.INT, 1000, min=1, max=100_000),
+    "max_parse_processes": setting("SCHEDULER_MAX_PARSE_PROCESSES", kind.INT, 100, min=1, max=100_000),
+    "pidfile_timeout_minutes": setting("SCHEDULER_PIDFILE_TIMEOUT_MINUTES", kind.INT, 300, min=1, max=10_080),
+    "clean_interval_minutes": setting("SCHEDULER_CLEAN_INTERVAL_MINUTES", kind.INT, 5, min=1, max=1440),
+    # 0: dead hosts are never re-verified.
+    "reverify_period_minutes": setting("SCHEDULER_REVERIFY_PERIOD_MINUTES", kind.INT, 30, min=0, max=10_080),
+    # 0: all of them.
+    "reverify_max_hosts_at_once": setting("SCHEDULER_REVERIFY_MAX_HOSTS_AT_ONCE", kind.INT, 30, min=0, max=100_000),
+    "max_repair_limit": setting("SCHEDULER_MAX_REPAIR_LIMIT", kind.INT, 2, min=0, max=100),
+    "max_provision_retries": setting("SCHEDULER_MAX_PROVISION_RETRIES", kind.INT, 0, min=0, max=100),
+    "notify_email": setting("SCHEDULER_NOTIFY_EMAIL", kind.EMAILS, []),
+    "notify_email_statuses": setting("SCHEDULER_NOTIFY_EMAIL_STATUSES", kind.STATUSES, "Completed,Failed,Aborted"),
+    "base_url": setting("SCHEDULER_BASE_URL", kind.HTTP_URL, "http://localhost:8000/afe/"),
+    "default_drone_set": setting("SCHEDULER_DEFAULT_DRONE_SET", kind.NAME, ""),
+}
+
+# Drone knobs (drones.config.DroneConfig; the local drone and Celery drones,
+# `celery -A drones worker -Q drone.NAME`, read them; the scheduler too).
+DRONES = {
+    # The capacity a Celery worker reports when it registers in afe_drones.
+    "max_processes": setting("DRONE_MAX_PROCESSES", kind.INT, SCHEDULER["max_processes_per_drone"],
+                             min=1, max=100_000),
+    "heartbeat_seconds": setting("DRONE_HEARTBEAT_SECONDS", kind.NUMBER, 5.0, min=0.05, max=3600),
+    "heartbeat_timeout_seconds": setting("DRONE_HEARTBEAT_TIMEOUT_SECONDS", kind.NUMBER, 30.0, min=0.1, max=86_400),
+    "lost_after_seconds": setting("DRONE_LOST_AFTER_SECONDS", kind.NUMBER, 120.0, min=0.2, max=86_400),
+    "lease_seconds": setting("DRONE_LEASE_SECONDS", kind.NUMBER, 60.0, min=0.1, max=86_400),
+    "dead_after_seconds": setting("DRONE_DEAD_AFTER_SECONDS", kind.NUMBER, 60.0, min=0.1, max=86_400),
+    "kill_grace_seconds": setting("DRONE_KILL_GRACE_SECONDS", kind.NUMBER, 30.0, min=0, max=3600),
+    "relaunch_after_seconds": setting("DRONE_RELAUNCH_AFTER_SECONDS", kind.NUMBER, 60.0, min=0.1, max=86_400),
+    "results_shared": setting("DRONE_RESULTS_SHARED", kind.BOOL, True),
+    "visibility_timeout_seconds": setting("DRONE_VISIBILITY_TIMEOUT_SECONDS", kind.INT, 300, min=10, max=604_800),
 }
 
 LOGGING = {
@@ -153,5 +218,5 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": setting("LOG_LEVEL", kind.UPPER, "INFO", choices=kind.LOG_LEVELS)},
 }

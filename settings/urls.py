@@ -1,9 +1,12 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from django.views.generic import RedirectView
 
 urlpatterns = [
+    path("", include("afe.rpc.urls")),
     path("afe/server/admin/", admin.site.urls),
     path("admin/", RedirectView.as_view(url="/afe/server/admin/", permanent=False)),
-    path("", RedirectView.as_view(url="/afe/server/admin/", permanent=False)),
+    path("afe/", include("afe.pages.urls")),
+    path("results/", include("afe.pages.results_urls")),
+    path("", RedirectView.as_view(pattern_name="afe-pages:job-list", permanent=False)),
 ]
