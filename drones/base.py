@@ -241,7 +241,7 @@ class DroneManager:
         self._last_refresh = now
         running: dict[str, list[Process]] = defaultdict(list)
         stale: dict[str, list[Process]] = defaultdict(list)
-        for process in Process.objects.active().filter(drone__in=list(self._backends)):
+        for process in Process.objects.active().filter(drone__in=list(self._backends)).with_silence():
             if process.state == Process.State.RUNNING:
                 running[process.drone].append(process)
             elif process.launched_at is None:

@@ -204,7 +204,8 @@ class DroneAgent(bootsteps.StartStopStep):
             log.info("process %s: launched at %s and never claimed; starting its runner here",
                      process.pk, process.launched_at)
             self.runners.launch(process, marked=True)
-        self.runners.check(list(mine.filter(state=Process.State.RUNNING, runner_host=self.runners.machine)))
+        self.runners.check(list(
+            mine.filter(state=Process.State.RUNNING, runner_host=self.runners.machine).with_silence()))
 
     def stop(self, worker: Any) -> None:
         from django.db import DatabaseError, connection

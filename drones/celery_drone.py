@@ -77,19 +77,19 @@ class CeleryDrone(DroneBackend):
     def check(self, processes: Sequence[Process], reachable_since: datetime | None = None) -> None:
         """Mark lost the running records whose runner has been silent for ``lost_after``.
 
-        Silence is counted from ``reachable_since`` at the earliest: after the
-        database (or the scheduler) was away, runners get ``lost_after`` to beat again.
-        The worker's own agent settles records whose runner died on its machine.
+        Silence is the database's measure (``Process.silence``: heartbeats are
+        written with its clock). After the database (or the scheduler) was away,
+        ``reachable_since``, runners get ``lost_after`` to beat again. The
+        worker's own agent settles records whose runner died on its machine.
         """
-        cutoff = timezone.now() - self.lost_after
-        if reachable_since is not None and reachable_since > cutoff:
+        if reachable_since is not None and timezone.now() - reachable_since < self.lost_after:
             return
         for process in processes:
-            beat = process.heartbeat_at or process.started_at
-            if process.state == Process.State.RUNNING and beat is not None and beat < cutoff:
-                if process.mark_lost(f"runner on {process.runner_host or self.hostname} silent since {beat}"):
-                    log.warning("process %s on drone %s lost: no heartbeat since %s",
-                                process.pk, self.hostname, beat)
+            silent = process.silence()
+            if process.state == Process.State.RUNNING and silent is not None and silent > self.lost_after:
+                reason = f"runner on {process.runner_host or self.hostname} silent for {int(silent.total_seconds())}s"
+                if process.mark_lost(reason):
+                    log.warning("process %s on drone %s lost: %s", process.pk, self.hostname, reason)
 
 
 def discover(config: DroneConfig, app: Any = None) -> list[DroneBackend]:

@@ -133,12 +133,12 @@ class LocalDrone(DroneBackend):
 
     def check(self, processes: Sequence[Process], reachable_since: datetime | None = None) -> None:
         reap_runners()
-        cutoff = timezone.now() - self.heartbeat_timeout
         now = time.monotonic()
         for process in processes:
             if process.state != Process.State.RUNNING:
                 continue
-            if process.heartbeat_at is not None and process.heartbeat_at >= cutoff:
+            silent = process.silence()
+            if silent is not None and silent <= self.heartbeat_timeout:
                 continue
             if process.runner_host and process.runner_host != self.machine:
                 self._settle_foreign(process)
@@ -160,16 +160,17 @@ class LocalDrone(DroneBackend):
         """A record run from another machine name (the scheduler moved, or its container was
         recreated): once it has been silent for ten heartbeat timeouts, its runner is
         taken for dead; the pidfile's exit status is used if the results are shared."""
-        silent_since = process.heartbeat_at or process.started_at
-        if silent_since is not None and silent_since >= timezone.now() - 10 * self.heartbeat_timeout:
-            log.warning("process %s: runner on %s has not beaten since %s; waiting",
-                        process.pk, process.runner_host, process.heartbeat_at)
+        silent = process.silence()
+        if silent is not None and silent < 10 * self.heartbeat_timeout:
+            log.warning("process %s: runner on %s has not beaten for %ds; waiting",
+                        process.pk, process.runner_host, silent.total_seconds())
             return
         pidfile = read_pidfile(process.pidfile_path)
         if pidfile is not None and pidfile.finished:
             process.record_exit(pidfile.exit_status, pidfile.tests_failed)
         else:
-            process.mark_lost(f"runner on {process.runner_host} silent since {silent_since}")
+            since = f"for {int(silent.total_seconds())}s" if silent is not None else "since it was claimed"
+            process.mark_lost(f"runner on {process.runner_host} silent {since}")
 
     def _settle_orphan(self, process: Process) -> None:
         """The runner of a running record is gone: record, adopt or mark lost."""

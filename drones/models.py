@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import os
 import signal
+from datetime import timedelta
 from typing import Any
 
 from django.db import models
+from django.db.models import DurationField, ExpressionWrapper
+from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 
@@ -36,6 +39,12 @@ class ProcessQuerySet(models.QuerySet):
 
     def for_drone(self, hostname: str) -> ProcessQuerySet:
         return self.filter(drone=hostname)
+
+    def with_silence(self) -> ProcessQuerySet:
+        """Each record annotated with ``silent_for``: how long since its runner's last heartbeat
+        (or its start), measured by the database's clock, which also wrote the heartbeat."""
+        return self.annotate(silent_for=ExpressionWrapper(
+            Now() - Coalesce("heartbeat_at", "started_at"), output_field=DurationField()))
 
 
 class Process(models.Model):
@@ -151,13 +160,27 @@ class Process(models.Model):
     def succeeded(self) -> bool:
         return self.state == self.State.EXITED and self.exit_status == 0
 
+    def silence(self) -> timedelta | None:
+        """How long the runner has been silent (None: never started).
+
+        The database's measure when the record was read ``with_silence()``
+        (heartbeats are written with the database's clock, so machines with
+        skewed clocks agree); otherwise this machine's clock against the row.
+        """
+        measured = getattr(self, "silent_for", None)
+        if measured is not None:
+            return measured
+        since = self.heartbeat_at or self.started_at
+        return None if since is None else timezone.now() - since
+
     # -- compare-and-set transitions ----------------------------------------
 
     def _cas(self, where: dict[str, Any], **values: Any) -> bool:
         won = type(self).objects.filter(pk=self.pk, **where).update(**values) == 1
         if won:
             for name, value in values.items():
-                setattr(self, name, value)
+                if not hasattr(value, "resolve_expression"):  # a database-side value (Now()) is not known here
+                    setattr(self, name, value)
         return won
 
     def mark_launched(self) -> bool:
@@ -176,22 +199,22 @@ class Process(models.Model):
         return self._cas(
             {"state": self.State.QUEUED, **({"drone": drone} if drone else {})},
             state=self.State.RUNNING, runner_pid=runner_pid, runner_host=runner_host,
-            pid=pid, started_at=now, heartbeat_at=now,
+            pid=pid, started_at=now, heartbeat_at=Now(),
         )
 
     def record_pid(self, pid: int) -> bool:
         """Note the command's pid while running (and refresh the heartbeat)."""
-        return self._cas({"state": self.State.RUNNING}, pid=pid, heartbeat_at=timezone.now())
+        return self._cas({"state": self.State.RUNNING}, pid=pid, heartbeat_at=Now())
 
     def heartbeat(self) -> bool:
-        """Refresh ``heartbeat_at``; returns whether the record is still running
-        under this object's runner (``runner_pid``).
+        """Refresh ``heartbeat_at`` (the database's time); returns whether the record is still
+        running under this object's runner (``runner_pid``).
 
         Also refreshes ``self.kill_requested``. One query in the usual case; two
         or three when a kill has been requested or the record changed hands.
         """
         mine = {"state": self.State.RUNNING, "runner_pid": self.runner_pid}
-        if self._cas({**mine, "kill_requested": False}, heartbeat_at=timezone.now()):
+        if self._cas({**mine, "kill_requested": False}, heartbeat_at=Now()):
             self.kill_requested = False
             return True
         row = type(self).objects.filter(pk=self.pk).values("state", "runner_pid", "kill_requested")
@@ -201,14 +224,14 @@ class Process(models.Model):
         self.state, self.kill_requested = row["state"], row["kill_requested"]
         if row["state"] != self.State.RUNNING or row["runner_pid"] != self.runner_pid:
             return False
-        return self._cas(mine, heartbeat_at=timezone.now())
+        return self._cas(mine, heartbeat_at=Now())
 
     def adopt(self, runner_pid: int, runner_host: str) -> bool:
         """Take over a running record whose runner died (compare-and-set on the old runner)."""
         return self._cas(
             {"state": self.State.RUNNING, "runner_pid": self.runner_pid,
              "runner_host": self.runner_host},
-            runner_pid=runner_pid, runner_host=runner_host, heartbeat_at=timezone.now(),
+            runner_pid=runner_pid, runner_host=runner_host, heartbeat_at=Now(),
         )
 
     def record_exit(self, exit_status: int, tests_failed: int | None) -> bool:

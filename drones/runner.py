@@ -21,8 +21,10 @@
 
 ``--adopt`` takes over a *running* record whose runner died while its command
 lives on (``LocalDrone.check`` starts it): it watches the pid instead of
-waiting for a child, still honours kill requests, and records the exit status
-from the pidfile when the command goes (or marks the record lost).
+waiting for a child, and otherwise supervises as step 3 does (heartbeats,
+TERM then KILL on a kill request, the lease); it records the exit status from
+the pidfile when the command goes, the signal it sent when it killed a command
+that left none, or marks the record lost.
 
 The runner needs the database only; it never talks to the scheduler, so the
 scheduler may die and restart at any time. Database errors while the command
@@ -31,6 +33,7 @@ runs are logged and retried.
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import os
 import shlex
@@ -39,6 +42,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("drones.runner")
@@ -64,6 +68,8 @@ class Runner:
         self.me = os.getpid()
         self.host = socket.gethostname()
         self.process: Any = None
+        #: The last signal sent to the command's group (an abort's TERM or KILL, or fencing's KILL).
+        self.signal_sent: int | None = None
 
     # -- normal mode -----------------------------------------------------------------
 
@@ -88,7 +94,7 @@ class Runner:
             log.warning("process %s: cannot start %r: %s", process.pk, process.command, exc)
             return self._finish(CANNOT_START_STATUS, None)
         self._db(process.record_pid, child.pid)
-        outcome = self._supervise(child)
+        outcome = self._supervise(child.pid, functools.partial(_child_ended, child))
         if outcome is not None:
             return outcome
         status = wait_status(child.returncode)
@@ -132,13 +138,16 @@ class Runner:
         log.info("process %s: started pid %s: %s", process.pk, child.pid, shlex.join(command))
         return child
 
-    def _supervise(self, child: subprocess.Popen) -> int | None:
-        """Wait for the child, beating and honouring kills; an int means stop with that code.
+    def _supervise(self, pgid: int, ended: Callable[[float], bool]) -> int | None:
+        """Watch the command (process group ``pgid``) until ``ended(timeout)`` says it is gone,
+        beating and honouring kills; an int means stop with that code, None that it ended.
 
-        A kill is TERM to the command's process group, then KILL once
-        ``kill_grace`` has passed. Fencing: when no heartbeat has been written
-        for ``lease`` seconds (the database is unreachable), the group is
-        KILLed, before the scheduler may declare the process lost.
+        ``ended`` waits up to ``timeout`` seconds and returns whether the
+        command has ended (a child's wait, or polling an adopted pid). A kill is
+        TERM to the command's process group, then KILL once ``kill_grace`` has
+        passed. Fencing: when no heartbeat has been written for ``lease``
+        seconds (the database is unreachable), the group is KILLed, before the
+        scheduler may declare the process lost.
         """
         from .proctable import kill_group
 
@@ -147,16 +156,14 @@ class Runner:
         next_beat = last_ok + self.heartbeat_seconds
         while True:
             wake = next_beat if kill_deadline is None else min(next_beat, kill_deadline)
-            try:
-                child.wait(timeout=max(0.01, wake - time.monotonic()))
+            if ended(max(0.01, wake - time.monotonic())):
                 return None
-            except subprocess.TimeoutExpired:
-                pass
             now = time.monotonic()
             if kill_deadline is not None and now >= kill_deadline:
                 log.info("process %s: still there %.0fs after TERM; SIGKILL to process group %s",
-                         self.process_id, self.kill_grace, child.pid)
-                kill_group(child.pid, signal.SIGKILL)
+                         self.process_id, self.kill_grace, pgid)
+                kill_group(pgid, signal.SIGKILL)
+                self.signal_sent = signal.SIGKILL
                 kill_deadline = float("inf")
             if now < next_beat:
                 continue
@@ -165,24 +172,27 @@ class Runner:
             if verdict == "error":
                 if self.lease is not None and now - last_ok > self.lease:
                     log.error("process %s: no heartbeat for %.0fs (lease %.0fs); SIGKILL to process group %s",
-                              self.process_id, now - last_ok, self.lease, child.pid)
-                    kill_group(child.pid, signal.SIGKILL)
+                              self.process_id, now - last_ok, self.lease, pgid)
+                    kill_group(pgid, signal.SIGKILL)
+                    self.signal_sent = signal.SIGKILL
                     kill_deadline = float("inf")
                 continue
             last_ok = now
             if verdict == "gone":
-                log.warning("process %s: the record is gone or settled; killing pid %s",
-                            self.process_id, child.pid)
-                kill_group(child.pid)
-                child.wait()
+                log.warning("process %s: the record is gone or settled; killing process group %s",
+                            self.process_id, pgid)
+                kill_group(pgid)
+                while not ended(1.0):
+                    pass
                 return 0
             if verdict == "superseded":
                 log.warning("process %s: another runner has taken over; leaving", self.process_id)
                 return 0
             if verdict == "kill" and kill_deadline is None:
                 log.info("process %s: kill requested; SIGTERM to process group %s (SIGKILL in %.0fs)",
-                         self.process_id, child.pid, self.kill_grace)
-                kill_group(child.pid, signal.SIGTERM)
+                         self.process_id, pgid, self.kill_grace)
+                kill_group(pgid, signal.SIGTERM)
+                self.signal_sent = signal.SIGTERM
                 kill_deadline = now + self.kill_grace
 
     def _beat(self) -> str:
@@ -207,9 +217,10 @@ class Runner:
     # -- adopt mode ------------------------------------------------------------------
 
     def adopt(self) -> int:
-        from .proctable import is_our_command, is_runner, kill_group
+        """Watch a running record's command whose runner died, as ``run`` watches its child."""
         from .models import Process
         from .pidfile import read_pidfile
+        from .proctable import is_runner
 
         process = Process.objects.filter(pk=self.process_id).first()
         if process is None or process.state != Process.State.RUNNING or not process.pid:
@@ -223,27 +234,14 @@ class Runner:
             return 0
         self.process = process
         log.info("process %s: adopted pid %s", process.pk, process.pid)
-        killed = False
-        next_beat = time.monotonic() + self.heartbeat_seconds
-        while is_our_command(process.pid, process.pk):
-            time.sleep(ADOPT_POLL_SECONDS)
-            if time.monotonic() < next_beat:
-                continue
-            next_beat = time.monotonic() + self.heartbeat_seconds
-            verdict = self._beat()
-            if verdict == "gone":
-                kill_group(process.pid)
-                return 0
-            if verdict == "superseded":
-                return 0
-            if verdict == "kill" and not killed:
-                kill_group(process.pid)
-                killed = True
+        outcome = self._supervise(process.pid, functools.partial(_unwatched_ended, process.pid, process.pk))
+        if outcome is not None:
+            return outcome
         pidfile = read_pidfile(process.pidfile_path)
         if pidfile is not None and pidfile.finished:
             return self._finish(pidfile.exit_status, pidfile.tests_failed)
-        if killed:
-            return self._finish(int(signal.SIGKILL), None)
+        if self.signal_sent is not None:
+            return self._finish(int(self.signal_sent), None)  # killed on request: the signal is its status
         log.warning("process %s: pid %s is gone and its pidfile has no exit status; lost",
                     process.pk, process.pid)
         return self._retry(
@@ -299,6 +297,27 @@ class Runner:
             connection.close()
         except Exception:  # noqa: BLE001 - a broken connection may fail to close
             pass
+
+
+def _child_ended(child: subprocess.Popen, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for the runner's own child; whether it has exited."""
+    try:
+        child.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _unwatched_ended(pid: int, record_id: int, timeout: float) -> bool:
+    """Poll an adopted command (not our child) for up to ``timeout`` seconds; whether it is gone."""
+    from .proctable import is_our_command
+
+    deadline = time.monotonic() + timeout
+    while is_our_command(pid, record_id):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(ADOPT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+    return True
 
 
 def database_url(database: dict[str, Any]) -> str:

@@ -113,6 +113,8 @@ def _database(url: str) -> dict:
         config["OPTIONS"] = {
             "charset": "utf8mb4",
             "isolation_level": "read committed",
+            # Django stores UTC; the database's own clock (Now(), heartbeats) must speak UTC too.
+            "init_command": "SET time_zone = '+00:00'",
             **config.get("OPTIONS", {}),
         }
         config.setdefault("TEST", {})["CHARSET"] = "utf8mb4"

@@ -206,6 +206,27 @@ def test_a_worker_killed_mid_job_leaves_the_job_running_and_a_restarted_worker_p
     assert len(autoserv.calls("job")) == 1
 
 
+def test_a_runner_that_dies_on_a_celery_drone_is_replaced_by_one_that_adopts_its_command(
+        scheduler, workers, autoserv, make_host, owner):
+    name = workers.name()
+    workers.start(name)
+    autoserv.set("job", "hold")
+    make_host("host1", ["board:x"])
+    job = Job.create(owner=owner, name="orphan", control_file="x", hosts=["host1"], **QUICK)
+    run_until(scheduler, lambda: autoserv.calls("job"), "the job to run")
+    process = Process.objects.get(kind="job")
+    os.kill(process.runner_pid, signal.SIGKILL)  # the runner only: the command lives on
+    wait_for(lambda: Process.objects.get(pk=process.pk).runner_pid != process.runner_pid,
+             "the drone to adopt the command", CONFIG.heartbeat_timeout_seconds + 20)
+    adopted = Process.objects.get(pk=process.pk)
+    assert (adopted.state, adopted.pid) == ("running", process.pid)
+    autoserv.release("job", 0)
+    scheduler.run_until_idle()
+    assert job.hostqueueentry_set.get().status == Status.COMPLETED
+    assert len(autoserv.calls("job")) == 1
+    assert Process.objects.get(pk=process.pk).exit_status == 0
+
+
 def test_a_scheduler_restarted_mid_job_reattaches_to_it(scheduler, workers, autoserv, make_host, owner):
     name = workers.name()
     workers.start(name)

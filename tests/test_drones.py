@@ -406,12 +406,24 @@ def test_check_adopts_a_command_that_outlived_its_runner(drone, make_process, wo
         assert (process.state, process.exit_status) == ("lost", None)
 
 
-def test_an_adopting_runner_honours_kill_requests(drone, make_process):
+def test_an_adopting_runner_honours_kill_requests_with_term(drone, make_process):
     process = make_process("sleep 60")
     adopt_after_runner_death(drone, process)
     assert process.request_kill()
     wait_state(process, "exited", timeout=10)
+    assert process.exit_status == signal.SIGTERM
+    assert not pid_alive(process.pid)
+
+
+def test_an_adopting_runner_kills_a_command_that_ignores_term_after_the_grace(drone, make_process):
+    drone.kill_grace_seconds = 1.0
+    process = make_process("trap '' TERM; while true; do sleep 0.05; done")
+    adopt_after_runner_death(drone, process)
+    assert process.request_kill()
+    started = time.monotonic()
+    wait_state(process, "exited", timeout=15)
     assert process.exit_status == signal.SIGKILL
+    assert time.monotonic() - started >= 1.0  # TERM first, KILL only after the grace
     assert not pid_alive(process.pid)
 
 
