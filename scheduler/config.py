@@ -32,6 +32,9 @@ class SchedulerConfig:
     )
     base_url: str = "http://localhost:8000/afe/"
     default_drone_set: str = ""
+    metrics_port: int | None = None
+    metrics_address: str = "0.0.0.0"
+    summary_minutes: float = 5.0
 
     @classmethod
     def from_settings(cls, settings: Any = None) -> SchedulerConfig:

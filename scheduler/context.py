@@ -13,6 +13,7 @@ from afe.paths import inside
 from drones.base import DroneManager
 
 from .config import SchedulerConfig
+from .metrics import SchedulerMetrics
 from .notify import Notifier
 
 
@@ -22,6 +23,7 @@ class SchedulerContext:
     drones: DroneManager
     notifier: Notifier
     clock: Callable[[], datetime] = timezone.now
+    metrics: SchedulerMetrics = field(default_factory=SchedulerMetrics)
     _system_user: User | None = field(default=None, repr=False)
 
     @property

@@ -38,6 +38,14 @@ class TickReport:
     seconds: dict[str, float] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
 
+    #: Steps whose count is bookkeeping, not something that happened (entries explained again).
+    BOOKKEEPING = frozenset({"pending_explained"})
+
+    @property
+    def idle(self) -> bool:
+        """Whether the tick changed nothing in the lab and nothing failed."""
+        return not self.errors and not any(n for step, n in self.counts.items() if step not in self.BOOKKEEPING)
+
     def summary(self) -> str:
         done = ", ".join(f"{name}={n}" for name, n in self.counts.items() if n)
         took = sum(self.seconds.values())
@@ -90,6 +98,7 @@ class Dispatcher:
             report.seconds[name] = elapsed
             self.step_seconds[name] += elapsed
             report.counts[name] = result if isinstance(result, int) else len(result) if isinstance(result, list) else 0
+        self.ctx.metrics.observe_tick(report)
         return report
 
     # -- finished processes ---------------------------------------------------------
@@ -105,6 +114,7 @@ class Dispatcher:
         finished = list(Process.objects.unhandled_finished().select_related("job", "paired_with"))
         if not finished:
             return 0
+        self.ctx.metrics.observe_lost(p.kind for p in finished if p.state == Process.State.LOST)
         groups = self._groups_by_key({p.job_id for p in finished if p.job_id and not p.special_task_id})
         job_runs: list[tuple[Process, list]] = []
         gatherings: list[postjob.Ending] = []

@@ -1,4 +1,4 @@
-"""The scheduler's own table: who holds the right to schedule this database."""
+"""The scheduler's own tables: who holds the right to schedule this database, and its metrics."""
 from __future__ import annotations
 
 from django.db import models
@@ -23,3 +23,18 @@ class SchedulerLock(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} held by {self.holder or 'nobody'}"
+
+
+class MetricsSnapshot(models.Model):
+    """The scheduler's own metrics in Prometheus' text format, as it last published them,
+    for the web server's ``/metrics`` (see ``scheduler.metrics``)."""
+
+    name = models.CharField(max_length=64, unique=True)
+    text = models.TextField(blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "scheduler_metrics"
+
+    def __str__(self) -> str:
+        return f"metrics of {self.name} at {self.updated_at}"

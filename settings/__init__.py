@@ -196,6 +196,11 @@ SCHEDULER = {
     "notify_email_statuses": setting("SCHEDULER_NOTIFY_EMAIL_STATUSES", kind.STATUSES, "Completed,Failed,Aborted"),
     "base_url": setting("SCHEDULER_BASE_URL", kind.HTTP_URL, "http://localhost:8000/afe/"),
     "default_drone_set": setting("SCHEDULER_DEFAULT_DRONE_SET", kind.NAME, ""),
+    # Prometheus metrics served by run_scheduler on this port (unset: not served).
+    "metrics_port": setting("SCHEDULER_METRICS_PORT", kind.INT, None, min=1, max=65_535),
+    "metrics_address": setting("SCHEDULER_METRICS_ADDRESS", kind.NAME, "0.0.0.0"),
+    # How often run_scheduler logs its one-line summary at INFO (idle ticks log at DEBUG).
+    "summary_minutes": setting("SCHEDULER_SUMMARY_MINUTES", kind.NUMBER, 5.0, min=0.01, max=1440),
 }
 
 # Drone knobs (drones.config.DroneConfig; the local drone and Celery drones,

@@ -29,12 +29,12 @@ def start_scheduler(autoserv, settings):
     env = {
         **os.environ, "DATABASE_URL": database_url(), "RESULTS_DIR": str(settings.RESULTS_DIR),
         "AUTOSERV_PATH": settings.AUTOSERV_PATH, "PARSER_PATH": settings.PARSER_PATH,
-        "SCHEDULER_TICK_SECONDS": "0.1",
+        "SCHEDULER_TICK_SECONDS": "0.1", "LOG_LEVEL": "DEBUG",  # idle ticks log at DEBUG
     }
 
-    def start(*args: str) -> subprocess.Popen:
+    def start(*args: str, **more_env: str) -> subprocess.Popen:
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "run_scheduler", *args], cwd=ROOT, env=env,
+            [sys.executable, "manage.py", "run_scheduler", *args], cwd=ROOT, env={**env, **more_env},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         started.append(process)
@@ -74,6 +74,63 @@ def test_ticks_option_runs_that_many_ticks_and_exits(start_scheduler, lab):
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 0, output
     assert output.count("tick:") == 3
+
+
+def test_at_info_idle_ticks_are_quiet_busy_ones_are_logged_and_a_summary_comes_periodically(start_scheduler, lab):
+    from afe.models import Job, RebootBefore, User
+
+    Job.create(owner=User.system_user(), name="t", control_file="x", hosts=["host1"],
+               reboot_before=RebootBefore.NEVER, run_reset=False)
+    process = start_scheduler("--ticks", "40", LOG_LEVEL="INFO", SCHEDULER_SUMMARY_MINUTES="0.02")
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+    tick_lines = [line for line in output.splitlines() if " tick: " in line]
+    assert any("entries_scheduled=1" in line for line in tick_lines), output
+    assert all("idle" not in line for line in tick_lines), tick_lines
+    assert len(tick_lines) < 40
+    summaries = [line for line in output.splitlines() if "ticks (" in line and "busy" in line]
+    assert summaries and "step errors" in summaries[0], output
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_scheduler_serves_its_metrics_on_its_own_port(start_scheduler, lab):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from afe.models import Host
+
+    port = free_port()
+    process = start_scheduler(SCHEDULER_METRICS_PORT=str(port), SCHEDULER_METRICS_ADDRESS="127.0.0.1")
+    log_has(process, "metrics served on 127.0.0.1:")
+    log_has(process, "tick:")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        families = {f.name: f for f in text_string_to_metric_families(response.read().decode())}
+    hosts = sum(sample.value for sample in families["afe_hosts"].samples)
+    assert hosts == Host.objects.filter(invalid=False).count() == 4
+    assert next(s.value for s in families["scheduler_tick_seconds"].samples if s.name.endswith("_count")) >= 1
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+
+
+def test_a_metrics_port_that_is_taken_stops_the_scheduler_with_a_clear_error(start_scheduler, lab):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        process = start_scheduler("--ticks", "1", SCHEDULER_METRICS_PORT=str(taken.getsockname()[1]),
+                                  SCHEDULER_METRICS_ADDRESS="127.0.0.1")
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert "cannot serve metrics" in output and "SCHEDULER_METRICS_PORT" in output
 
 
 def test_a_second_scheduler_refuses_to_start(start_scheduler, lab):

@@ -52,10 +52,11 @@ def start_groups(ctx: SchedulerContext, groups: list[EntryGroup], drones: dict[t
     if not prepared.ready:
         return
     groups = [g for g, _ in prepared.ready]
+    now = ctx.clock()
     with transaction.atomic():
         entry_ids = [pk for g in groups for pk in g.entry_ids]
         moved = move_entries(entry_ids, EntryStatus.RUNNING, from_statuses=[EntryStatus.STARTING],
-                             started_on=ctx.clock())
+                             started_on=now)
         if moved != len(entry_ids):
             # Something else moved these entries since they were read; try again next tick.
             transaction.set_rollback(True)
@@ -64,6 +65,7 @@ def start_groups(ctx: SchedulerContext, groups: list[EntryGroup], drones: dict[t
         move_hosts([h for g in groups for h in g.host_ids], HostStatus.RUNNING, dirty=True)
         ctx.drones.queue_many([process for _, process in prepared.ready])
         EntryReason.objects.filter(queue_entry_id__in=entry_ids).delete()
+    ctx.metrics.observe_started((g.job.priority, g.job.created_on, now) for g in groups for _ in g.entry_ids)
     log.info("started %d job process(es)", len(groups))
 
 

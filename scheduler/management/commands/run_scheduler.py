@@ -40,22 +40,37 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, self._stop)
         ctx = SchedulerContext(config=config, drones=DroneManager.from_settings(), notifier=Notifier(config))
         dispatcher = Dispatcher(ctx)
+        server = None
         try:
+            if config.metrics_port:
+                try:
+                    server = ctx.metrics.serve(config.metrics_port, config.metrics_address)
+                except OSError as exc:
+                    raise CommandError(f"cannot serve metrics on {config.metrics_address}:{config.metrics_port} "
+                                       f"(SCHEDULER_METRICS_PORT): {exc}") from exc
             dispatcher.initialize(recover_hosts=recover_hosts)
-            self.loop(dispatcher, lock, config.tick_seconds, ticks, lifetime_hours)
+            self.loop(dispatcher, lock, config, ticks, lifetime_hours)
         finally:
             ctx.notifier.flush()
             lock.release()
+            if server is not None:
+                server.shutdown()
         log.info("scheduler stopped")
 
     def _stop(self, signum: int, frame: Any) -> None:
         log.info("signal %d: finishing the current tick, then stopping", signum)
         self.stopping = True
 
-    def loop(self, dispatcher: Dispatcher, lock: DatabaseLock, tick_seconds: float,
+    def loop(self, dispatcher: Dispatcher, lock: DatabaseLock, config: SchedulerConfig,
              ticks: int | None, lifetime_hours: float | None) -> None:
-        """Tick until told to stop; a lost database connection is retried, not fatal."""
+        """Tick until told to stop; a lost database connection is retried, not fatal.
+
+        A tick that did something logs its line at INFO, an idle one at DEBUG;
+        every ``summary_minutes`` an INFO line sums up the ticks since the last.
+        """
         deadline = time.monotonic() + lifetime_hours * 3600 if lifetime_hours else None
+        summary = TickSummary(config.summary_minutes * 60)
+        tick_seconds = config.tick_seconds
         done = 0
         while not self.stopping and (ticks is None or done < ticks):
             if deadline is not None and time.monotonic() >= deadline:
@@ -67,7 +82,11 @@ class Command(BaseCommand):
                 if not lock.refresh():
                     raise CommandError("the scheduler lock was taken over by another scheduler; stopping")
                 report = dispatcher.tick()
-                log.info(report.summary())
+                log.log(logging.DEBUG if report.idle else logging.INFO, report.summary())
+                summary.add(report)
+                if summary.due():
+                    log.info(summary.line())
+                dispatcher.ctx.metrics.publish()
             except DatabaseError as exc:
                 log.error("database error, reconnecting next tick: %s", exc)
                 for connection in connections.all():
@@ -75,3 +94,39 @@ class Command(BaseCommand):
             done += 1
             if not self.stopping and (ticks is None or done < ticks):
                 time.sleep(max(tick_seconds - (time.monotonic() - started), 0.0001))
+
+
+class TickSummary:
+    """The periodic one-line summary: ticks, busy ticks, errors and time since the last line."""
+
+    def __init__(self, every_seconds: float) -> None:
+        self.every_seconds = every_seconds
+        self._reset()
+
+    def _reset(self) -> None:
+        self.since = time.monotonic()
+        self.ticks = self.busy = self.errors = 0
+        self.seconds = 0.0
+        self.done: dict[str, int] = {}
+
+    def add(self, report: Any) -> None:
+        self.ticks += 1
+        self.busy += not report.idle
+        self.errors += len(report.errors)
+        self.seconds += sum(report.seconds.values())
+        for step, n in report.counts.items():
+            if n:
+                self.done[step] = self.done.get(step, 0) + n
+
+    def due(self) -> bool:
+        return time.monotonic() - self.since >= self.every_seconds
+
+    def line(self) -> str:
+        """The summary since the last line (and start counting again)."""
+        minutes = (time.monotonic() - self.since) / 60
+        done = ", ".join(f"{step}={n}" for step, n in self.done.items()) or "nothing"
+        mean = self.seconds / self.ticks * 1000 if self.ticks else 0.0
+        text = (f"last {minutes:.1f} min: {self.ticks} ticks ({self.busy} busy, mean {mean:.0f} ms), "
+                f"{self.errors} step errors; done: {done}")
+        self._reset()
+        return text
