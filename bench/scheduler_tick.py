@@ -34,6 +34,8 @@ ratio of at most 2 at 5,000 hosts and 20,000 entries.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import random
 import statistics
@@ -63,6 +65,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--database-name", default="bench_tick",
                         help="the database made (and dropped) on that server")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where the assigning and the steady tick spend their time (cProfile)")
     args = parser.parse_args(argv)
     if args.hosts < 10 or args.entries < 1 or args.runs < 1:
         parser.error("--hosts must be at least 10, --entries and --runs at least 1")
@@ -392,6 +396,17 @@ def check_assignments(free_before: set[int]) -> tuple[int, list[str]]:
 # -- the run -----------------------------------------------------------------------------------
 
 
+def profile(what: str, run: Callable[[], object]) -> None:
+    """Run once under cProfile and print the 25 functions with the most cumulative time."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.runcall(run)
+    print(f"profile of the {what}:")
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("cumulative").print_stats(25)
+
+
 def median_of(runs: int, measure: Callable[[], tuple]) -> tuple[float, list[tuple]]:
     results = [measure() for _ in range(runs)]
     return statistics.median(r[0] for r in results), results
@@ -419,6 +434,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         assign, assign_runs = median_of(args.runs, lambda: timed_tick(dispatcher, rollback=True))
         floor, floor_runs = median_of(args.runs, lambda: floor_pass(write=True))
         floor_assigned = floor_runs[0][1]
+        assigning_profile = io.StringIO()
+        if args.profile:
+            with contextlib.redirect_stdout(assigning_profile):
+                profile("assigning tick", lambda: timed_tick(dispatcher, rollback=True))
 
         with CaptureQueriesContext(connection) as queries:
             _, steps, counts = timed_tick(dispatcher, rollback=False)  # committed: the lab is now busy
@@ -440,6 +459,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("steady tick by step (one run):")
         for step, seconds in sorted(steady_steps.items(), key=lambda item: -item[1]):
             print(f"  {step:20s} {ms(seconds)}")
+        if args.profile:
+            print(assigning_profile.getvalue())
+            profile("steady tick", lambda: timed_tick(dispatcher, rollback=True))
         if problems:
             sys.exit(1)
         if args.database_url:

@@ -5,9 +5,10 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 
 from afe.models import (
     AclGroup,
@@ -24,6 +25,7 @@ from . import prejob
 from .context import SchedulerContext
 from .labels import LabelIndex, load_label_index
 from .matching import EntryRequest, HostCandidate, match_entries
+from .models import HostAssignment
 from .synch import put_pending, run_ready_jobs
 from .transitions import EntryStatus
 
@@ -38,26 +40,42 @@ def grouped(pairs: Iterable[tuple[K, int]]) -> defaultdict[K, set[int]]:
     return result
 
 
+class QueuedEntry(NamedTuple):
+    """A Queued entry as matching reads it: plain values, not a model (thousands are read every tick)."""
+
+    pk: int
+    job_id: int
+    host_id: int | None
+    meta_host_id: int | None
+    priority: int
+    parent_job_id: int | None
+    owner: str
+
+
+def queued_entries() -> list[QueuedEntry]:
+    """Every Queued entry that has no host bound yet (one query)."""
+    return [QueuedEntry(*row) for row in HostQueueEntry.objects.filter(
+        status=EntryStatus.QUEUED, active=False, complete=False, aborted=False,
+    ).values_list("pk", "job_id", "host_id", "meta_host_id", "job__priority", "job__parent_job_id", "job__owner")]
+
+
 def schedule_new_jobs(ctx: SchedulerContext) -> int:
     """Start queued hostless entries and assign hosts to the others; returns how many entries moved."""
-    pending = list(
-        HostQueueEntry.objects.filter(
-            status=EntryStatus.QUEUED, active=False, complete=False, aborted=False
-        ).select_related("job")
-    )
-    hostless = [e.pk for e in pending if e.is_hostless()]
+    pending = queued_entries()
+    hostless = [e.pk for e in pending if e.host_id is None and e.meta_host_id is None]
     if hostless:
         # The subdirectory is written with the status, so a restart never sees one without the other.
         HostQueueEntry.objects.filter(pk__in=hostless, status=EntryStatus.QUEUED).update(
             execution_subdir="hostless", status=EntryStatus.STARTING, active=True
         )
-    with_hosts = [e for e in pending if not e.is_hostless()]
+    with_hosts = [e for e in pending if e.host_id is not None or e.meta_host_id is not None]
     if not with_hosts:
         return len(hostless)
     lab = LabSnapshot.load(with_hosts)
     assignments = match_entries(lab.requests(with_hosts), lab.candidates(), lab.only_if_needed)
     if assignments:
-        assign_hosts(ctx, [e for e in with_hosts if e.pk in assignments], assignments, lab)
+        entries = list(HostQueueEntry.objects.filter(pk__in=list(assignments)).select_related("job"))
+        assign_hosts(ctx, entries, assignments, lab)
     return len(hostless) + len(assignments)
 
 
@@ -75,18 +93,23 @@ class LabSnapshot:
     only_if_needed: frozenset[int]
 
     @classmethod
-    def load(cls, entries: list[HostQueueEntry]) -> LabSnapshot:
-        job_ids = {e.job_id for e in entries}
-        owners = {e.job.owner for e in entries}
+    def load(cls, entries: list[QueuedEntry]) -> LabSnapshot:
+        """Read the lab for ``entries`` (the Queued entries of ``queued_entries``).
+
+        The rows of their jobs and of the free hosts are selected by subqueries,
+        not by lists of thousands of ids, which cost more to build than to run.
+        """
+        queued_jobs = HostQueueEntry.objects.filter(
+            status=EntryStatus.QUEUED, active=False, complete=False, aborted=False).values("job_id")
+        owners = {e.owner for e in entries}
         # A host running a special task (a reverify asked for in the admin, say) is not free.
         busy = SpecialTask.objects.filter(is_active=True, is_complete=False).values("host_id")
-        hosts = {
-            h["id"]: h for h in Host.objects.filter(leased=False, locked=False).exclude(pk__in=busy).values(
-                "id", "hostname", "leased", "locked", "invalid", "dirty", "protection")
-        }
-        job_labels = grouped(Job.dependency_labels.through.objects.filter(job_id__in=job_ids).values_list(
+        free = Host.objects.filter(leased=False, locked=False).exclude(pk__in=busy)
+        hosts = {h["id"]: h for h in free.values(
+            "id", "hostname", "leased", "locked", "invalid", "dirty", "protection")}
+        job_labels = grouped(Job.dependency_labels.through.objects.filter(job_id__in=queued_jobs).values_list(
             "job_id", "label_id"))
-        host_labels = grouped(Host.labels.through.objects.filter(host_id__in=hosts).values_list(
+        host_labels = grouped(Host.labels.through.objects.filter(host_id__in=free.values("id")).values_list(
             "host_id", "label_id"))
         label_ids = {l for ids in (*job_labels.values(), *host_labels.values()) for l in ids}
         label_ids |= {e.meta_host_id for e in entries if e.meta_host_id}
@@ -94,27 +117,28 @@ class LabSnapshot:
             job_labels=job_labels,
             owner_acls=grouped(AclGroup.users.through.objects.filter(user__login__in=owners).values_list(
                 "user__login", "aclgroup_id")),
-            blocks=grouped(IneligibleHostQueue.objects.filter(job_id__in=job_ids).values_list("job_id", "host_id")),
+            blocks=grouped(IneligibleHostQueue.objects.filter(job_id__in=queued_jobs).values_list(
+                "job_id", "host_id")),
             hosts=hosts,
             host_labels=host_labels,
-            host_acls=grouped(AclGroup.hosts.through.objects.filter(host_id__in=hosts).values_list(
+            host_acls=grouped(AclGroup.hosts.through.objects.filter(host_id__in=free.values("id")).values_list(
                 "host_id", "aclgroup_id")),
             labels=load_label_index(label_ids),
             only_if_needed=frozenset(Label.objects.filter(only_if_needed=True).values_list("id", flat=True)),
         )
 
-    def requests(self, entries: list[HostQueueEntry]) -> list[EntryRequest]:
+    def requests(self, entries: list[QueuedEntry]) -> list[EntryRequest]:
         return [
             EntryRequest(
                 entry_id=e.pk,
                 job_id=e.job_id,
-                priority=e.job.priority,
-                parent_job_id=e.job.parent_job_id,
+                priority=e.priority,
+                parent_job_id=e.parent_job_id,
                 host_id=e.host_id,
                 meta_host_id=e.meta_host_id,
                 dependency_ids=frozenset(d for d in self.job_labels[e.job_id] if self.labels.is_hard_dependency(d)),
                 preferred_ids=frozenset(d for d in self.job_labels[e.job_id] if self.labels.is_provisionable(d)),
-                acl_ids=frozenset(self.owner_acls[e.job.owner]),
+                acl_ids=frozenset(self.owner_acls[e.owner]),
                 blocked_host_ids=frozenset(self.blocks[e.job_id]),
             )
             for e in entries
@@ -160,7 +184,7 @@ def assign_hosts(
         for entry in entries:
             entry.host_id = assignments[entry.pk]
             entry.active = True  # Queued but holding its host, as the original scheduler marks it
-        HostQueueEntry.objects.bulk_update(entries, ["host", "active"])
+        bind_hosts({e.pk: e.host_id for e in entries})
         IneligibleHostQueue.objects.bulk_create(
             [IneligibleHostQueue(job_id=e.job_id, host_id=e.host_id) for e in entries], ignore_conflicts=True
         )
@@ -168,6 +192,16 @@ def assign_hosts(
         put_pending(ready)
         run_ready_jobs({e.job_id for e in ready}, ctx.notifier)
     log.info("assigned %d host(s)", len(entries))
+
+
+def bind_hosts(hosts: dict[int, int]) -> None:
+    """Set each entry's host (``{entry id: host id}``) and mark it active, in four set-based
+    statements whatever the number (through the scratch table ``scheduler_host_assignments``)."""
+    HostAssignment.objects.bulk_create([HostAssignment(queue_entry_id=e, host_id=h) for e, h in hosts.items()])
+    host = HostAssignment.objects.filter(queue_entry_id=OuterRef("pk")).values("host_id")[:1]
+    HostQueueEntry.objects.filter(pk__in=HostAssignment.objects.values("queue_entry_id")).update(
+        host_id=Subquery(host), active=True)
+    HostAssignment.objects.all().delete()
 
 
 def queue_prejob_tasks(entries: list[HostQueueEntry], lab: LabSnapshot) -> list[HostQueueEntry]:

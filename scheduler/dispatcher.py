@@ -106,16 +106,17 @@ class Dispatcher:
     def apply_finished_processes(self) -> int:
         """Run the epilog of every process that ended since the last tick; returns how many.
 
-        Special tasks are applied one by one; jobs, gathering and parsing in
-        bulk, one batch per kind. A failing epilog is logged and retried next
-        tick; a failing batch is retried item by item, so one bad record never
-        blocks the others.
+        Special tasks, jobs, gathering and parsing are applied in bulk, one
+        batch per kind. A failing epilog is logged and retried next tick; a
+        failing batch is retried item by item, so one bad record never blocks
+        the others.
         """
         finished = list(Process.objects.unhandled_finished().select_related("job", "paired_with"))
         if not finished:
             return 0
         self.ctx.metrics.observe_lost(p.kind for p in finished if p.state == Process.State.LOST)
         groups = self._groups_by_key({p.job_id for p in finished if p.job_id and not p.special_task_id})
+        task_runs: list[Process] = []
         job_runs: list[tuple[Process, list]] = []
         gatherings: list[postjob.Ending] = []
         parsings: list[postjob.Ending] = []
@@ -123,7 +124,7 @@ class Dispatcher:
         for process in finished:
             key = (process.job_id, process.execution_subdir)
             if process.special_task_id:
-                applied += self._isolated(special_tasks.finish_task, process)
+                task_runs.append(process)
             elif process.kind == Process.Kind.JOB:
                 entries = [e for s in (EntryStatus.STARTING, EntryStatus.RUNNING)
                            for e in getattr(groups.get((*key, s)), "entries", [])]
@@ -135,20 +136,11 @@ class Dispatcher:
             else:
                 log.warning("process %s (%s) has nothing left to update", process.pk, process.kind)
                 process.mark_handled()
+        applied += self._batch(special_tasks.finish_tasks, task_runs)
         applied += self._batch(jobs.finish_jobs, job_runs)
         applied += self._batch(postjob.finish_gathering, gatherings)
         applied += self._batch(postjob.finish_parsing, parsings)
         return applied
-
-    def _isolated(self, apply: Callable[[SchedulerContext, Process], None], process: Process) -> int:
-        try:
-            apply(self.ctx, process)
-        except Exception as exc:
-            self._report_failure(("process", process.pk), exc,
-                                 f"could not apply the result of process {process.pk} ({process.kind}); will retry")
-            return 0
-        self.failing.pop(("process", process.pk), None)
-        return 1
 
     def _report_failure(self, key: object, exc: Exception, message: str) -> None:
         """Log an item's failure with its traceback the first time, then quietly while it stays the same."""

@@ -38,3 +38,15 @@ class MetricsSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"metrics of {self.name} at {self.updated_at}"
+
+
+class HostAssignment(models.Model):
+    """Scratch rows of one tick's host assignments (entry → host), written and emptied inside the
+    assigning transaction, so entries are bound to their hosts by one set-based UPDATE instead of
+    a CASE with one branch per row (which costs time quadratic in the number of entries)."""
+
+    queue_entry_id = models.IntegerField(primary_key=True)
+    host_id = models.IntegerField()
+
+    class Meta:
+        db_table = "scheduler_host_assignments"

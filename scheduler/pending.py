@@ -153,8 +153,10 @@ class _Explainer:
         all_durations = [d for ds in snapshot.durations.values() for d in ds]
         self.lab_typical = statistics.median(all_durations) if all_durations else None
         self.free_at: dict[int, datetime | None] = {h.id: self._first_free(h) for h in snapshot.hosts}
-        # (eligible host ids, priority) → how many earlier Queued entries wanted them.
-        self.ahead: Counter[tuple[frozenset[int], int]] = Counter()
+        # Eligible host ids → priority → how many earlier Queued entries wanted exactly those hosts,
+        # and host id → the eligible sets seen that contain it (to find overlapping sets quickly).
+        self.ahead: dict[frozenset[int], Counter[int]] = defaultdict(Counter)
+        self.sets_with_host: dict[int, set[frozenset[int]]] = defaultdict(set)
         self.drone_used = sum(d.active_processes for d in snapshot.drones if d.enabled)
         self.drone_max = sum(d.max_processes for d in snapshot.drones if d.enabled)
         self.ready_by_job = Counter(e.request.job_id for e in snapshot.entries if e.status == EntryStatus.PENDING)
@@ -224,9 +226,12 @@ class _Explainer:
         if refusal is not None:
             return refusal, None
         key = frozenset(h.id for h in eligible)
-        higher = sum(n for (ids, priority), n in self.ahead.items() if priority > request.priority and ids & key)
-        same = sum(n for (ids, priority), n in self.ahead.items() if priority == request.priority and ids & key)
-        self.ahead[(key, request.priority)] += 1
+        overlapping = {ids for host_id in key for ids in self.sets_with_host.get(host_id, ())}
+        higher = sum(n for ids in overlapping for priority, n in self.ahead[ids].items() if priority > request.priority)
+        same = sum(self.ahead[ids][request.priority] for ids in overlapping)
+        self.ahead[key][request.priority] += 1
+        for host_id in key:
+            self.sets_with_host[host_id].add(key)
         estimate = self._take_earliest(eligible)
         state = self._host_words(eligible)
         if higher:
@@ -455,8 +460,8 @@ def explain_pending(drones: Sequence[DroneSlot], now: datetime | None = None) ->
     """The tick step: explain every waiting entry and store the answers; returns how many.
 
     A fixed number of queries however many entries wait: the eleven reads of
-    :func:`load_snapshot`, then one upsert and one delete (of the rows of
-    entries that stopped waiting) inside one transaction.
+    :func:`load_snapshot`, then at most four inside one transaction (see
+    ``HostQueueEntryPending.objects.replace_all``: only what changed is written).
     """
     now = now or timezone.now()
     answers = explain(load_snapshot(drones, now))

@@ -85,3 +85,37 @@ def test_finishing_jobs_costs_the_same_for_3_or_12(autoserv, settings, transacti
     figures.append(f"tick applying finished jobs on {connection.vendor}: 3 jobs → {counts[0]} queries, "
                    f"12 jobs → {counts[1]} queries")
     assert counts[0] == counts[1]
+
+
+def finished_tasks_lab(size: int, prefix: str) -> None:
+    """``size`` entries whose pre-job reset has just exited successfully, not yet seen by the scheduler."""
+    owner = User.system_user()
+    for i in range(size):
+        host = Host.objects.create(hostname=f"{prefix}{i}", status=Host.Status.RESETTING, leased=True)
+        job = Job.create(owner=owner, name=f"{prefix}{i}", control_file="x", hosts=[host.hostname])
+        entry = HostQueueEntry.objects.get(job=job)
+        HostQueueEntry.objects.filter(pk=entry.pk).update(status=HostQueueEntry.Status.RESETTING, active=True)
+        task = SpecialTask.objects.create(host=host, task=SpecialTask.Task.RESET, queue_entry=entry,
+                                          requested_by=owner, is_active=True, time_started=timezone.now())
+        Process.objects.create(kind=Process.Kind.RESET, state=Process.State.EXITED, exit_status=0, tests_failed=0,
+                               command=["true"], working_dir="/tmp", log_file="/tmp/log", drone="localhost",
+                               special_task=task, started_at=timezone.now())
+
+
+def test_finishing_special_tasks_costs_the_same_for_3_or_12(autoserv, settings, transactional_db, figures):
+    """The tick that sees N resets succeed, puts their entries Pending and starts their jobs."""
+    config = dataclasses.replace(SchedulerConfig.from_settings(settings), tick_seconds=0.05)
+    scheduler = SchedulerHarness(config, max_processes=100)
+    counts = []
+    for size, prefix in ((3, "few"), (12, "many")):
+        finished_tasks_lab(size, prefix)
+        with CaptureQueriesContext(connection) as queries:
+            scheduler.tick()
+        assert SpecialTask.objects.filter(host__hostname__startswith=prefix, is_complete=True,
+                                          success=True).count() == size
+        assert HostQueueEntry.objects.filter(job__name__startswith=prefix, status="Running").count() == size
+        counts.append(len(queries))
+        scheduler.run_until_idle()
+    figures.append(f"tick applying finished special tasks on {connection.vendor}: 3 resets → {counts[0]} queries, "
+                   f"12 resets → {counts[1]} queries")
+    assert counts[0] == counts[1]

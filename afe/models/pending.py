@@ -24,26 +24,43 @@ class PendingRow(NamedTuple):
     estimated_start: datetime | None
 
 
+def _to_minute(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.replace(second=0, microsecond=0)
+
+
 class HostQueueEntryPendingQuerySet(models.QuerySet):
     def replace_all(self, rows: Mapping[int, PendingRow], now: datetime | None = None) -> int:
-        """Make the table hold exactly ``{entry id: row}``; returns how many rows were written.
+        """Make the table hold exactly ``{entry id: row}``, all stamped ``computed_on=now``;
+        returns how many rows were given.
 
-        Two queries whatever the size: one upsert of every row (stamped
-        ``computed_on=now``) and one delete of the rows not written now, i.e.
-        of entries that are no longer waiting.
+        A fixed number of queries whatever the size, and only changes are
+        written: one read of the rows there, one upsert of the rows that are
+        new or changed, one delete of the rows of entries no longer waiting,
+        and one set-based update stamping the rest with ``now``. Estimates
+        are kept to the minute (they are shown to the minute), so an
+        unchanged guess is not rewritten every tick.
         """
         now = now or timezone.now()
-        if rows:
+        wanted = {pk: PendingRow(row.reason[:REASON_MAX_LENGTH], row.position, _to_minute(row.estimated_start))
+                  for pk, row in rows.items()}
+        there = {pk: PendingRow(reason, position, estimate) for pk, reason, position, estimate in
+                 self.values_list("queue_entry_id", "reason", "position", "estimated_start")}
+        changed = [pk for pk, row in wanted.items() if there.get(pk) != row]
+        if changed:
             # MySQL's upsert takes no conflict target (the primary key is the only unique key here).
             target = ["queue_entry_id"] if connections[self.db].features.supports_update_conflicts_with_target \
                 else None
             self.bulk_create(
-                [self.model(queue_entry_id=pk, reason=row.reason[:REASON_MAX_LENGTH], position=row.position,
-                            estimated_start=row.estimated_start, computed_on=now) for pk, row in rows.items()],
+                [self.model(queue_entry_id=pk, reason=wanted[pk].reason, position=wanted[pk].position,
+                            estimated_start=wanted[pk].estimated_start, computed_on=now) for pk in changed],
                 update_conflicts=True, unique_fields=target,
                 update_fields=["reason", "position", "estimated_start", "computed_on"],
             )
-        (self.exclude(computed_on=now) if rows else self.all()).delete()
+        gone = [pk for pk in there if pk not in wanted]
+        for start in range(0, len(gone), 10_000):
+            self.filter(pk__in=gone[start:start + 10_000]).delete()
+        if len(changed) < len(wanted):
+            self.exclude(computed_on=now).update(computed_on=now)
         return len(rows)
 
     def for_entries(self, entry_ids: Iterable[int]) -> HostQueueEntryPendingQuerySet:

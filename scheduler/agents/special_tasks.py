@@ -19,7 +19,7 @@ from ..labels import host_label_names, job_label_names
 from ..synch import put_pending, run_ready_jobs
 from ..throttle import StartRequest
 from ..transitions import EntryStatus, HostStatus, move_entries, move_hosts
-from .postjob import announce_completion
+from .postjob import announce_completion, claim_processes
 
 log = logging.getLogger(__name__)
 Task = SpecialTask.Task
@@ -177,17 +177,77 @@ def _process_for(
     )
 
 
-def finish_task(ctx: SchedulerContext, process: Process) -> None:
-    """Apply a finished special-task process: the task's epilog (§3.2, §3.4), exactly once."""
-    task = (
+def finish_tasks(ctx: SchedulerContext, processes: list[Process]) -> int:
+    """Apply finished special-task processes together, exactly once each; returns how many.
+
+    The common outcome, a pre-job or frontend task that succeeded and needs
+    nothing more than moving its host and entry on, is applied in a fixed
+    number of queries however many there are; the others (repairs,
+    provisions, failures, a cleanup followed by a verify) one by one through
+    ``task_finished``. All in one transaction: if anything fails, nothing is
+    applied and the caller retries the processes one at a time.
+    """
+    tasks = (
         SpecialTask.objects.select_related("host", "queue_entry__job", "queue_entry__meta_host", "requested_by")
-        .get(pk=process.special_task_id)
+        .in_bulk([p.special_task_id for p in processes])
     )
-    success = process.exit_status == 0 and not task.is_aborted
     with transaction.atomic():
-        if not process.mark_handled():
-            return
-        task_finished(ctx, task, success)
+        won = claim_processes(processes)
+        plain: list[tuple[SpecialTask, bool]] = []
+        for process in processes:
+            task = tasks.get(process.special_task_id)
+            if process.pk not in won or task is None:
+                continue
+            success = process.exit_status == 0 and not task.is_aborted
+            if _plain_success(task, success):
+                plain.append((task, success))
+            else:
+                task_finished(ctx, task, success)
+        _plain_successes_finished(ctx, plain)
+    return len(won)
+
+
+def _plain_success(task: SpecialTask, success: bool) -> bool:
+    """Whether the task's epilog is only "complete; host (and entry) move on" (see ``_prejob_succeeded``)."""
+    if task.task in (Task.REPAIR, Task.PROVISION):
+        return False
+    if not success and task.host.protection != Protection.DO_NOT_VERIFY:
+        return False
+    entry = task.queue_entry
+    return not (entry is not None and task.task == Task.CLEANUP and entry.job.run_verify
+                and task.host.protection != Protection.DO_NOT_VERIFY)
+
+
+def _plain_successes_finished(ctx: SchedulerContext, finished: list[tuple[SpecialTask, bool]]) -> None:
+    """``task_finished`` for plain successes, in bulk: rows complete, hosts cleaned and moved,
+    entries whose pre-job work is done put Pending and their jobs started when ready."""
+    if not finished:
+        return
+    now = ctx.clock()
+    for success in (True, False):  # a failure ignored on a Do-not-verify host is still recorded as one
+        for started in (True, False):
+            ids = [t.pk for t, ok in finished if ok == success and bool(t.time_started) == started]
+            if ids:
+                SpecialTask.objects.filter(pk__in=ids).update(
+                    is_active=False, is_complete=True, success=success, time_finished=now if started else None)
+    tasks = [t for t, _ in finished]
+    cleaned = [t.host_id for t in tasks if t.task in (Task.CLEANUP, Task.RESET)]
+    if cleaned:
+        Host.objects.filter(pk__in=cleaned).update(dirty=False)
+    for_entries = [t for t in tasks if t.queue_entry_id is not None]
+    ready_hosts = {t.host_id for t in tasks if t.queue_entry_id is None}
+    more = set(
+        SpecialTask.objects.filter(queue_entry_id__in=[t.queue_entry_id for t in for_entries], is_active=False,
+                                   is_complete=False).values_list("queue_entry_id", "host_id")
+    ) if for_entries else set()
+    ready_hosts |= {t.host_id for t in for_entries if (t.queue_entry_id, t.host_id) in more}
+    if ready_hosts:
+        move_hosts(ready_hosts, HostStatus.READY)
+    done = [t.queue_entry for t in for_entries
+            if (t.queue_entry_id, t.host_id) not in more and not t.queue_entry.aborted and not t.queue_entry.complete]
+    if done:
+        put_pending(done)
+        run_ready_jobs({e.job_id for e in done}, ctx.notifier)
 
 
 def task_finished(ctx: SchedulerContext, task: SpecialTask, success: bool) -> None:
