@@ -25,7 +25,8 @@ Then, ``--runs`` times each, median printed:
 3. **steady tick**: after one assigning tick is committed, a tick in which
    nothing more can match, and its floor (the same reads, matching nothing).
 
-It prints both times with their ratio and the tick's per-step breakdown, and
+It prints both times with their ratio and the tick's per-step breakdown, the
+peak memory of a fresh process running the assigning tick on this lab, and
 checks the project's assignments (each host free, carrying the metahost and
 dependency labels, sharing an ACL group with the owner, used once), with its
 count beside the floor's greedy count. Figures, not assertions: the goal is a
@@ -65,6 +66,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--database-name", default="bench_tick",
                         help="the database made (and dropped) on that server")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rss-child", action="store_true", help=argparse.SUPPRESS)  # see scheduler_rss
     parser.add_argument("--profile", action="store_true",
                         help="also print where the assigning and the steady tick spend their time (cProfile)")
     args = parser.parse_args(argv)
@@ -264,36 +266,30 @@ def floor_pass(write: bool) -> tuple[float, int]:
 
 
 def _floor(cursor: Any, vendor: str, write: bool) -> int:
+    from scheduler.assign import grouped
+
     cursor.execute(
         "SELECT id FROM afe_hosts WHERE leased = %s AND locked = %s AND invalid = %s"
         " AND id NOT IN (SELECT host_id FROM afe_special_tasks WHERE is_active = %s AND is_complete = %s)",
         [False, False, False, True, False])
     free = {row[0] for row in cursor.fetchall()}
-    host_labels: dict[int, set[int]] = defaultdict(set)
     cursor.execute("SELECT hl.host_id, hl.label_id FROM afe_hosts_labels hl JOIN afe_hosts h ON h.id = hl.host_id"
                    " WHERE h.leased = %s AND h.locked = %s", [False, False])
-    for host, label in cursor.fetchall():
-        host_labels[host].add(label)
-    host_acls: dict[int, set[int]] = defaultdict(set)
+    host_labels = grouped(cursor.fetchall())
     cursor.execute("SELECT ah.host_id, ah.aclgroup_id FROM afe_acl_groups_hosts ah JOIN afe_hosts h"
                    " ON h.id = ah.host_id WHERE h.leased = %s AND h.locked = %s", [False, False])
-    for host, group in cursor.fetchall():
-        host_acls[host].add(group)
+    host_acls = grouped(cursor.fetchall())
     cursor.execute(
         "SELECT e.id, e.job_id, e.host_id, e.meta_host, j.priority, j.owner FROM afe_host_queue_entries e"
         " JOIN afe_jobs j ON j.id = e.job_id WHERE e.status = %s AND e.active = %s AND e.complete = %s"
         " AND e.aborted = %s ORDER BY j.priority DESC, e.job_id, e.id", ["Queued", False, False, False])
     entries = cursor.fetchall()
-    job_deps: dict[int, set[int]] = defaultdict(set)
     cursor.execute("SELECT d.job_id, d.label_id FROM afe_jobs_dependency_labels d JOIN afe_host_queue_entries e"
                    " ON e.job_id = d.job_id WHERE e.status = %s AND e.active = %s", ["Queued", False])
-    for job, label in cursor.fetchall():
-        job_deps[job].add(label)
-    owner_acls: dict[str, set[int]] = defaultdict(set)
+    job_deps = grouped(cursor.fetchall())
     cursor.execute("SELECT u.login, au.aclgroup_id FROM afe_acl_groups_users au JOIN afe_users u"
                    " ON u.id = au.user_id")
-    for login, group in cursor.fetchall():
-        owner_acls[login].add(group)
+    owner_acls = grouped(cursor.fetchall())
     cursor.execute("SELECT login, id FROM afe_users")
     user_ids = dict(cursor.fetchall())
 
@@ -361,21 +357,14 @@ def _floor_writes(cursor: Any, vendor: str, pairs: list[tuple[int, int, int, int
 def check_assignments(free_before: set[int]) -> tuple[int, list[str]]:
     """The entries the assigning tick bound to hosts, checked; (how many, problems)."""
     from afe.models import AclGroup, Host, HostQueueEntry, Job
+    from scheduler.assign import grouped
 
     bound = list(HostQueueEntry.objects.filter(job__name__startswith="queued", host__isnull=False, active=True)
                  .values_list("id", "job_id", "host_id", "meta_host_id", "job__owner"))
-    host_labels: dict[int, set[int]] = defaultdict(set)
-    for host, label in Host.labels.through.objects.values_list("host_id", "label_id"):
-        host_labels[host].add(label)
-    host_acls: dict[int, set[int]] = defaultdict(set)
-    for host, group in AclGroup.hosts.through.objects.values_list("host_id", "aclgroup_id"):
-        host_acls[host].add(group)
-    owner_acls: dict[str, set[int]] = defaultdict(set)
-    for login, group in AclGroup.users.through.objects.values_list("user__login", "aclgroup_id"):
-        owner_acls[login].add(group)
-    deps: dict[int, set[int]] = defaultdict(set)
-    for job, label in Job.dependency_labels.through.objects.values_list("job_id", "label_id"):
-        deps[job].add(label)
+    host_labels = grouped(Host.labels.through.objects.values_list("host_id", "label_id"))
+    host_acls = grouped(AclGroup.hosts.through.objects.values_list("host_id", "aclgroup_id"))
+    owner_acls = grouped(AclGroup.users.through.objects.values_list("user__login", "aclgroup_id"))
+    deps = grouped(Job.dependency_labels.through.objects.values_list("job_id", "label_id"))
     problems: list[str] = []
     seen: set[int] = set()
     for entry, job, host, meta, owner in bound:
@@ -416,8 +405,38 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:8.1f} ms"
 
 
+def scheduler_rss() -> float:
+    """Peak RSS (MB) of a fresh process that loads Django and the scheduler and runs two assigning
+    ticks on the lab built here (rolled back): what a scheduler holds with this queue."""
+    import subprocess
+
+    result = subprocess.run([sys.executable, __file__, "--rss-child"], cwd=ROOT, env=dict(os.environ),
+                            capture_output=True, text=True, timeout=3600)
+    if result.returncode != 0:
+        raise SystemExit(f"measuring the scheduler's memory failed:\n{result.stdout}{result.stderr}")
+    return float(result.stdout.split()[-1])
+
+
+def rss_child() -> None:
+    """The child of ``scheduler_rss`` (DATABASE_URL and RESULTS_DIR come from the parent)."""
+    import resource
+
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
+    sys.path.insert(0, str(ROOT))
+    django.setup()
+    dispatcher = make_dispatcher()
+    for _ in range(2):
+        timed_tick(dispatcher, rollback=True)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.rss_child:
+        rss_child()
+        return
     with tempfile.TemporaryDirectory(prefix="bench-tick-") as tmp:
         described = setup_django(args.database_url, args.database_name, Path(tmp))
         from django.db import connection
@@ -434,6 +453,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         assign, assign_runs = median_of(args.runs, lambda: timed_tick(dispatcher, rollback=True))
         floor, floor_runs = median_of(args.runs, lambda: floor_pass(write=True))
         floor_assigned = floor_runs[0][1]
+        rss = scheduler_rss()
         assigning_profile = io.StringIO()
         if args.profile:
             with contextlib.redirect_stdout(assigning_profile):
@@ -452,6 +472,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for problem in problems[:10]:
             print(f"  {problem}")
         print(f"queries in the assigning tick: {len(queries)}")
+        print(f"scheduler peak RSS over two assigning ticks: {rss:.0f} MB")
         print("assigning tick by step (one run):")
         for step, seconds in sorted(steps.items(), key=lambda item: -item[1]):
             print(f"  {step:20s} {ms(seconds)}  ({counts.get(step, 0)} items)")

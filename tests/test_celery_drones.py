@@ -50,6 +50,15 @@ def run_until(scheduler: SchedulerHarness, done: Callable[[], object], what: str
     scheduler.run_until(lambda: done(), what, timeout=timeout)
 
 
+def held_job(scheduler: SchedulerHarness, autoserv: Any, make_host: Callable, owner: User, name: str) -> Job:
+    """A one-host job (on host1) whose autoserv runs and holds until the test releases it."""
+    autoserv.set("job", "hold")
+    make_host("host1", ["board:x"])
+    job = Job.create(owner=owner, name=name, control_file="x", hosts=["host1"], **QUICK)
+    run_until(scheduler, lambda: autoserv.calls("job"), "the job to run")
+    return job
+
+
 def processes_by_drone() -> dict[str, set[str]]:
     found: dict[str, set[str]] = {}
     for drone, kind in Process.objects.values_list("drone", "kind"):
@@ -190,10 +199,7 @@ def test_a_worker_killed_mid_job_leaves_the_job_running_and_a_restarted_worker_p
                                                                                       make_host, owner):
     name = workers.name()
     worker = workers.start(name)
-    autoserv.set("job", "hold")
-    make_host("host1", ["board:x"])
-    job = Job.create(owner=owner, name="survivor", control_file="x", hosts=["host1"], **QUICK)
-    run_until(scheduler, lambda: autoserv.calls("job"), "the job to run")
+    job = held_job(scheduler, autoserv, make_host, owner, "survivor")
     os.kill(worker.pid, signal.SIGKILL)  # the worker only: its runners live in their own sessions
     worker.wait()
     scheduler.tick(10)
@@ -210,10 +216,7 @@ def test_a_runner_that_dies_on_a_celery_drone_is_replaced_by_one_that_adopts_its
         scheduler, workers, autoserv, make_host, owner):
     name = workers.name()
     workers.start(name)
-    autoserv.set("job", "hold")
-    make_host("host1", ["board:x"])
-    job = Job.create(owner=owner, name="orphan", control_file="x", hosts=["host1"], **QUICK)
-    run_until(scheduler, lambda: autoserv.calls("job"), "the job to run")
+    job = held_job(scheduler, autoserv, make_host, owner, "orphan")
     process = Process.objects.get(kind="job")
     os.kill(process.runner_pid, signal.SIGKILL)  # the runner only: the command lives on
     wait_for(lambda: Process.objects.get(pk=process.pk).runner_pid != process.runner_pid,
@@ -230,10 +233,7 @@ def test_a_runner_that_dies_on_a_celery_drone_is_replaced_by_one_that_adopts_its
 def test_a_scheduler_restarted_mid_job_reattaches_to_it(scheduler, workers, autoserv, make_host, owner):
     name = workers.name()
     workers.start(name)
-    autoserv.set("job", "hold")
-    make_host("host1", ["board:x"])
-    job = Job.create(owner=owner, name="t", control_file="x", hosts=["host1"], **QUICK)
-    run_until(scheduler, lambda: autoserv.calls("job"), "the job to run")
+    job = held_job(scheduler, autoserv, make_host, owner, "t")
     scheduler.restart()
     scheduler.tick(5)
     autoserv.release("job", 0)
@@ -448,10 +448,7 @@ def test_the_database_cut_off_from_the_drones_for_longer_than_a_heartbeat_loses_
     workers, proxy = cut_workers
     name = workers.name()
     workers.start(name)
-    autoserv.set("job", "hold")
-    make_host("host1", ["board:x"])
-    job = Job.create(owner=owner, name="t", control_file="x", hosts=["host1"], **QUICK)
-    run_until(scheduler, lambda: autoserv.calls("job"), "the job to run")
+    job = held_job(scheduler, autoserv, make_host, owner, "t")
     process = Process.objects.get(kind="job")
     proxy.cut()
     time.sleep(CONFIG.heartbeat_timeout_seconds + 1)  # several heartbeats missed, less than the lease
@@ -472,10 +469,7 @@ def test_a_runner_cut_off_from_the_database_stops_its_command_before_it_is_decla
     workers, proxy = cut_workers
     name = workers.name()
     workers.start(name)
-    autoserv.set("job", "hold")
-    make_host("host1", ["board:x"])
-    job = Job.create(owner=owner, name="t", control_file="x", hosts=["host1"], **QUICK)
-    run_until(scheduler, lambda: autoserv.calls("job"), "the job to run")
+    job = held_job(scheduler, autoserv, make_host, owner, "t")
     command = Process.objects.get(kind="job").pid
     proxy.cut()
     cut_at = time.monotonic()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -70,18 +71,29 @@ def finished_jobs_lab(size: int, prefix: str) -> None:
                                job=job, execution_subdir=host.hostname, started_at=timezone.now())
 
 
-def test_finishing_jobs_costs_the_same_for_3_or_12(autoserv, settings, transactional_db, figures):
-    """Applying results is bulk too: the tick that sees N jobs end (and gathers and starts parsing them)."""
+def queries_of_ticks_seeing_3_and_12(settings, make_lab: Callable[[int, str], None],
+                                     check: Callable[[str, int], None]) -> list[int]:
+    """Queries of the tick that first sees a lab of 3, then one of 12, made by ``make_lab(size, prefix)``;
+    ``check(prefix, size)`` asserts what that tick did."""
     config = dataclasses.replace(SchedulerConfig.from_settings(settings), tick_seconds=0.05)
     scheduler = SchedulerHarness(config, max_processes=100)
     counts = []
     for size, prefix in ((3, "few"), (12, "many")):
-        finished_jobs_lab(size, prefix)
+        make_lab(size, prefix)
         with CaptureQueriesContext(connection) as queries:
             scheduler.tick()
-        assert HostQueueEntry.objects.filter(job__name__startswith=prefix, status="Parsing").count() == size
+        check(prefix, size)
         counts.append(len(queries))
         scheduler.run_until_idle()
+    return counts
+
+
+def test_finishing_jobs_costs_the_same_for_3_or_12(autoserv, settings, transactional_db, figures):
+    """Applying results is bulk too: the tick that sees N jobs end (and gathers and starts parsing them)."""
+    def parsing(prefix: str, size: int) -> None:
+        assert HostQueueEntry.objects.filter(job__name__startswith=prefix, status="Parsing").count() == size
+
+    counts = queries_of_ticks_seeing_3_and_12(settings, finished_jobs_lab, parsing)
     figures.append(f"tick applying finished jobs on {connection.vendor}: 3 jobs → {counts[0]} queries, "
                    f"12 jobs → {counts[1]} queries")
     assert counts[0] == counts[1]
@@ -104,18 +116,12 @@ def finished_tasks_lab(size: int, prefix: str) -> None:
 
 def test_finishing_special_tasks_costs_the_same_for_3_or_12(autoserv, settings, transactional_db, figures):
     """The tick that sees N resets succeed, puts their entries Pending and starts their jobs."""
-    config = dataclasses.replace(SchedulerConfig.from_settings(settings), tick_seconds=0.05)
-    scheduler = SchedulerHarness(config, max_processes=100)
-    counts = []
-    for size, prefix in ((3, "few"), (12, "many")):
-        finished_tasks_lab(size, prefix)
-        with CaptureQueriesContext(connection) as queries:
-            scheduler.tick()
+    def started(prefix: str, size: int) -> None:
         assert SpecialTask.objects.filter(host__hostname__startswith=prefix, is_complete=True,
                                           success=True).count() == size
         assert HostQueueEntry.objects.filter(job__name__startswith=prefix, status="Running").count() == size
-        counts.append(len(queries))
-        scheduler.run_until_idle()
+
+    counts = queries_of_ticks_seeing_3_and_12(settings, finished_tasks_lab, started)
     figures.append(f"tick applying finished special tasks on {connection.vendor}: 3 resets → {counts[0]} queries, "
                    f"12 resets → {counts[1]} queries")
     assert counts[0] == counts[1]
