@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 DARK_MARK = "AUTOTEST_SCHEDULER_DARK_MARK"
 PROCESS_ID_VAR = "AUTOTEST_PROCESS_ID"  # which record a command belongs to
 RUNNER_MODULE = "drones.runner"  # how a runner is recognised in /proc/PID/cmdline
+SPAWNER_MODULE = "drones.spawner"  # a runner forked by a warm spawner keeps the spawner's cmdline
 
 
 def _proc(pid: int, name: str) -> bytes | None:
@@ -44,11 +45,11 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def is_runner(pid: int | None) -> bool:
-    """Whether ``pid`` is a live ``drones.runner`` process."""
+    """Whether ``pid`` is a live ``drones.runner`` process (started as one, or forked by a spawner)."""
     if not pid_alive(pid):
         return False
     cmdline = _proc(pid, "cmdline")
-    return cmdline is None or RUNNER_MODULE.encode() in cmdline
+    return cmdline is None or RUNNER_MODULE.encode() in cmdline or SPAWNER_MODULE.encode() in cmdline
 
 
 def is_our_command(pid: int | None, record_id: int | None = None) -> bool:

@@ -45,3 +45,12 @@ def test_the_tick_benchmark_runs_at_a_small_scale_and_its_assignments_are_correc
         assert "floor" in line and "ratio" in line
         figures.append(f"tick benchmark ({connection.vendor}, 60 hosts/240 entries): {line}")
     figures.append(f"tick benchmark ({connection.vendor}): {assigned}")
+
+
+def test_the_dispatch_latency_benchmark_runs_the_real_scheduler_on_an_idle_lab(figures):
+    output = run_bench("dispatch_latency.py", "--jobs", "3", timeout=300)
+    lines = [line.strip() for line in output.splitlines()]
+    for prefix in ("job created -> autoserv started:", "verify ended -> job's autoserv started:"):
+        line = next(line for line in lines if line.startswith(prefix))
+        assert re.search(r"p50 +\d+ ms .*p99 +\d+ ms +\(n=3\)", line), line
+        figures.append(f"dispatch latency (SQLite, 3 jobs): {line}")

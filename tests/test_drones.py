@@ -617,6 +617,7 @@ def test_a_warm_spawner_forks_runners_that_outlive_it(settings, tmp_path, make_p
     wait_state(quick, "exited")
     assert quick.exit_status == 3 << 8 and quick.runner_host
     wait_started(slow)
+    assert is_runner(slow.runner_pid)  # a spawner's fork is known as a runner (never adopted while alive)
     spawner.stop()  # the worker went away: the spawner exits, the runner goes on
     wait_state(slow, "exited", timeout=15)
     assert slow.exit_status == 0
