@@ -34,7 +34,6 @@ from afe.models import (
     Host,
     HostQueueEntry,
     Job,
-    Label,
     SpecialTask,
     SpecialTaskReason,
     User,

@@ -5,7 +5,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from afe.models import AclGroup, Host, Label, User
+from afe.models import AclGroup, Host, Label
 from tests.rpc_client import AfeRpc, RpcFailed
 
 

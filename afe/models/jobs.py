@@ -1,7 +1,7 @@
 """Jobs, their keyvals, and how a job is created and queued."""
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
