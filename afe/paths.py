@@ -40,14 +40,16 @@ def check_part(part: str) -> str:
     return part
 
 
-def inside(root: Path | str, *parts: str) -> Path:
+def inside(root: Path | str, *parts: str, root_resolved: bool = False) -> Path:
     """``root/part/...`` resolved; raises ``UnsafePath`` unless it is ``root`` or below it.
 
     Each part may hold ``/`` between plain names (``"12-alice/host1"``) but
     no ``..``, ``.``, empty name, absolute path, NUL or control character;
     a symlink on the way that points out of ``root`` is refused too.
+    ``root_resolved``: ``root`` is already an absolute, resolved path (as this
+    function returns), so it is not resolved again.
     """
-    base = Path(root).resolve()
+    base = Path(root) if root_resolved else Path(root).resolve()
     for part in parts:
         check_part(part)
     target = base.joinpath(*parts).resolve()

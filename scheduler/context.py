@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from pathlib import Path
 
@@ -26,8 +27,9 @@ class SchedulerContext:
     metrics: SchedulerMetrics = field(default_factory=SchedulerMetrics)
     _system_user: User | None = field(default=None, repr=False)
 
-    @property
+    @cached_property
     def results_dir(self) -> Path:
+        """``RESULTS_DIR``, resolved once (every result path of a tick is built under it)."""
         return self.config.results_dir.resolve()
 
     def path(self, *parts: str) -> Path:
@@ -35,7 +37,7 @@ class SchedulerContext:
 
         Raises ``afe.paths.UnsafePath`` when the parts would leave ``RESULTS_DIR``.
         """
-        return inside(self.results_dir, *parts)
+        return inside(self.results_dir, *parts, root_resolved=True)
 
     @property
     def system_user(self) -> User:

@@ -88,3 +88,13 @@ def test_a_status_comment_stays_one_status_log_line(root):
     lines = (root / "status.log").read_text().splitlines()
     assert len(lines) == 1 and lines[0].startswith("INFO\t----\t----\t")
     assert lines[0].count("\t") == 3
+
+
+def test_a_root_resolved_once_gives_the_same_answers_and_refusals(root, tmp_path):
+    resolved = root.resolve()
+    os.symlink(tmp_path, root / "escape")
+    assert inside(resolved, "1-alice", "host1", root_resolved=True) == inside(root, "1-alice", "host1")
+    with pytest.raises(UnsafePath, match="outside"):
+        inside(resolved, "escape", "keyval", root_resolved=True)
+    with pytest.raises(UnsafePath):
+        inside(resolved, "../x", root_resolved=True)
