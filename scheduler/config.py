@@ -35,6 +35,7 @@ class SchedulerConfig:
     metrics_port: int | None = None
     metrics_address: str = "0.0.0.0"
     summary_minutes: float = 5.0
+    wake_seconds: float = 0.05
 
     @classmethod
     def from_settings(cls, settings: Any = None) -> SchedulerConfig:

@@ -199,6 +199,8 @@ SCHEDULER = {
     # Prometheus metrics served by run_scheduler on this port (unset: not served).
     "metrics_port": setting("SCHEDULER_METRICS_PORT", kind.INT, None, min=1, max=65_535),
     "metrics_address": setting("SCHEDULER_METRICS_ADDRESS", kind.NAME, "0.0.0.0"),
+    # Between ticks, how often run_scheduler looks for new work to tick early (0: never).
+    "wake_seconds": setting("SCHEDULER_WAKE_SECONDS", kind.NUMBER, 0.05, min=0, max=60),
     # How often run_scheduler logs its one-line summary at INFO (idle ticks log at DEBUG).
     "summary_minutes": setting("SCHEDULER_SUMMARY_MINUTES", kind.NUMBER, 5.0, min=0.01, max=1440),
 }

@@ -133,6 +133,18 @@ def test_a_metrics_port_that_is_taken_stops_the_scheduler_with_a_clear_error(sta
     assert "cannot serve metrics" in output and "SCHEDULER_METRICS_PORT" in output
 
 
+def test_new_work_wakes_the_scheduler_before_its_next_tick_is_due(start_scheduler, lab, autoserv):
+    from afe.models import Job, RebootBefore, User
+
+    process = start_scheduler(SCHEDULER_TICK_SECONDS="120")  # the next tick is two minutes away
+    log_has(process, "tick:")
+    Job.create(owner=User.system_user(), name="t", control_file="x", hosts=["host1"],
+               reboot_before=RebootBefore.NEVER, run_reset=False)
+    wait_for(lambda: autoserv.calls("job"), "the job to start", timeout=60)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+
+
 def test_a_second_scheduler_refuses_to_start(start_scheduler, lab):
     first = start_scheduler()
     log_has(first, "tick:")

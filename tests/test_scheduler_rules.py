@@ -1,6 +1,7 @@
 """Scheduler rules checked against the database: matching (§4.2/§4.4), cleanup (§3.17), mail, aborts."""
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import timedelta
 
@@ -279,7 +280,8 @@ def test_a_lost_database_connection_is_retried_not_fatal(scheduler, lab, owner, 
     j = job(owner, hosts=["host1"])
     command = Command()
     command.stopping = False
-    command.loop(scheduler.dispatcher, lock, tick_seconds=0.01, ticks=4, lifetime_hours=None)
+    config = dataclasses.replace(scheduler.config, tick_seconds=0.01)
+    command.loop(scheduler.dispatcher, lock, config, ticks=4, lifetime_hours=None)
     assert "database error, reconnecting" in caplog.text
     assert entry(j).active  # ticks after the reconnect scheduled the job
     lock.release()

@@ -15,6 +15,7 @@ from scheduler.context import SchedulerContext
 from scheduler.dispatcher import Dispatcher
 from scheduler.lock import DatabaseLock, SchedulerAlreadyRunning
 from scheduler.notify import Notifier
+from scheduler.wakeup import WorkWatch
 
 log = logging.getLogger("scheduler")
 
@@ -67,6 +68,7 @@ class Command(BaseCommand):
 
         A tick that did something logs its line at INFO, an idle one at DEBUG;
         every ``summary_minutes`` an INFO line sums up the ticks since the last.
+        Between ticks, new work (``scheduler.wakeup``) starts the next one early.
         """
         deadline = time.monotonic() + lifetime_hours * 3600 if lifetime_hours else None
         summary = TickSummary(config.summary_minutes * 60)
@@ -77,10 +79,12 @@ class Command(BaseCommand):
                 log.info("lifetime of %s hours reached", lifetime_hours)
                 break
             started = time.monotonic()
+            watch = None
             try:
                 close_old_connections()
                 if not lock.refresh():
                     raise CommandError("the scheduler lock was taken over by another scheduler; stopping")
+                watch = WorkWatch.start() if config.wake_seconds else None
                 report = dispatcher.tick()
                 log.log(logging.DEBUG if report.idle else logging.INFO, report.summary())
                 summary.add(report)
@@ -93,7 +97,26 @@ class Command(BaseCommand):
                     connection.close()
             done += 1
             if not self.stopping and (ticks is None or done < ticks):
-                time.sleep(max(tick_seconds - (time.monotonic() - started), 0.0001))
+                self.pause(started + tick_seconds, watch, config.wake_seconds)
+
+    def pause(self, until: float, watch: WorkWatch | None, poll: float) -> None:
+        """Sleep until ``until`` (monotonic time), or until ``watch`` sees new work (asked every
+        ``poll`` seconds); a database error while asking just waits out the pause."""
+        while not self.stopping:
+            remaining = until - time.monotonic()
+            if remaining <= 0:
+                return
+            if watch is None:
+                time.sleep(remaining)
+                return
+            time.sleep(min(poll, remaining))
+            try:
+                if watch.arrived():
+                    log.debug("new work arrived; ticking early")
+                    return
+            except DatabaseError as exc:
+                log.debug("cannot look for new work (%s); waiting for the tick", exc)
+                watch = None
 
 
 class TickSummary:
