@@ -230,7 +230,13 @@ def _plain_successes_finished(ctx: SchedulerContext, finished: list[tuple[Specia
             if ids:
                 SpecialTask.objects.filter(pk__in=ids).update(
                     is_active=False, is_complete=True, success=success, time_finished=now if started else None)
-    tasks = [t for t, _ in finished]
+    _prejob_tasks_succeeded(ctx, [t for t, _ in finished])
+
+
+def _prejob_tasks_succeeded(ctx: SchedulerContext, tasks: list[SpecialTask]) -> None:
+    """Succeeded tasks move their hosts and entries on, in a fixed number of queries: hosts
+    cleaned by a cleanup or reset; a host without an entry, or whose entry has more tasks
+    queued, Ready; entries whose pre-job work is done Pending, their jobs started when ready."""
     cleaned = [t.host_id for t in tasks if t.task in (Task.CLEANUP, Task.RESET)]
     if cleaned:
         Host.objects.filter(pk__in=cleaned).update(dirty=False)
@@ -279,26 +285,18 @@ def _repair_finished(ctx: SchedulerContext, task: SpecialTask, success: bool) ->
 
 
 def _prejob_succeeded(ctx: SchedulerContext, task: SpecialTask) -> None:
+    """A provision's labels move to the host; a cleanup that a verify must follow queues it;
+    otherwise as every succeeded task (``_prejob_tasks_succeeded``)."""
     entry = task.queue_entry
-    if task.task in (Task.CLEANUP, Task.RESET):
-        Host.objects.filter(pk=task.host_id).update(dirty=False)
     if task.task == Task.PROVISION:
         _apply_provisioned_labels(task)
-    if entry is None:
-        move_hosts([task.host_id], HostStatus.READY)
-        return
-    if task.task == Task.CLEANUP and entry.job.run_verify and task.host.protection != Protection.DO_NOT_VERIFY:
+    if (entry is not None and task.task == Task.CLEANUP and entry.job.run_verify
+            and task.host.protection != Protection.DO_NOT_VERIFY):
+        Host.objects.filter(pk=task.host_id).update(dirty=False)
         move_hosts([task.host_id], HostStatus.READY)
         SpecialTask.objects.create(host=task.host, task=Task.VERIFY, queue_entry=entry, requested_by=task.requested_by)
         return
-    more = SpecialTask.objects.filter(host_id=task.host_id, queue_entry=entry, is_active=False, is_complete=False)
-    if more.exists():
-        move_hosts([task.host_id], HostStatus.READY)
-        return
-    if entry.aborted or entry.complete:
-        return
-    put_pending([entry])
-    run_ready_jobs([entry.job_id], ctx.notifier)
+    _prejob_tasks_succeeded(ctx, [task])
 
 
 def _apply_provisioned_labels(task: SpecialTask) -> None:
