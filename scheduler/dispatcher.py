@@ -58,7 +58,6 @@ class Dispatcher:
     def __init__(self, ctx: SchedulerContext) -> None:
         self.ctx = ctx
         self.cleanup = PeriodicCleanup(ctx)
-        self.step_seconds: dict[str, float] = defaultdict(float)  # total per step, for metrics
         # The last error of each item that keeps failing: logged in full once, not every tick.
         self.failing: dict[object, str] = {}
 
@@ -96,7 +95,6 @@ class Dispatcher:
                 result = None
             elapsed = time.monotonic() - started
             report.seconds[name] = elapsed
-            self.step_seconds[name] += elapsed
             report.counts[name] = result if isinstance(result, int) else len(result) if isinstance(result, list) else 0
         self.ctx.metrics.observe_tick(report)
         return report
