@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from django.db import transaction
 
-from afe.models import AbortedHostQueueEntry, HostQueueEntry, SpecialTask, User
+from afe.models import AbortedHostQueueEntry, Host, HostQueueEntry, SpecialTask, User
 from drones.models import Process
 
 from . import results
@@ -21,7 +21,6 @@ from .transitions import EntryStatus, HostStatus, move_entries, move_hosts
 log = logging.getLogger(__name__)
 Task = SpecialTask.Task
 
-PREJOB_WITH_TASK = {EntryStatus.VERIFYING, EntryStatus.RESETTING, EntryStatus.PROVISIONING, EntryStatus.CLEANING}
 
 
 def handle_aborted_entries(ctx: SchedulerContext) -> int:
@@ -33,7 +32,7 @@ def handle_aborted_entries(ctx: SchedulerContext) -> int:
     """
     entries = list(
         HostQueueEntry.objects.filter(aborted=True, complete=False)
-        .exclude(status__in=[EntryStatus.GATHERING, EntryStatus.PARSING])
+        .exclude(status__in=HostQueueEntry.POST_JOB_STATUSES)
         .select_related("job", "host")
     )
     if not entries:
@@ -44,7 +43,7 @@ def handle_aborted_entries(ctx: SchedulerContext) -> int:
     changed = 0
     with transaction.atomic():
         changed += _abort_queued(ctx, by_status.pop(EntryStatus.QUEUED, []))
-        changed += _abort_prejob(ctx, [e for s in PREJOB_WITH_TASK for e in by_status.pop(s, [])])
+        changed += _abort_prejob(ctx, [e for s in HostQueueEntry.PRE_JOB_TASK_STATUSES for e in by_status.pop(s, [])])
         changed += _abort_pending(ctx, by_status.pop(EntryStatus.PENDING, []))
         running = by_status.pop(EntryStatus.STARTING, []) + by_status.pop(EntryStatus.RUNNING, [])
         changed += _abort_running(ctx, running)
@@ -63,7 +62,7 @@ def _abort_queued(ctx: SchedulerContext, entries: list[HostQueueEntry]) -> int:
 
 
 def _abort_pending(ctx: SchedulerContext, entries: list[HostQueueEntry]) -> int:
-    move_hosts([e.host_id for e in entries if e.host_id], HostStatus.READY)
+    move_hosts([e.host_id for e in entries if e.host_id], HostStatus.READY, from_statuses=[HostStatus.PENDING])
     moved = move_entries([e.pk for e in entries], EntryStatus.ABORTED, from_statuses=[EntryStatus.PENDING])
     announce_completion(ctx, entries, EntryStatus.ABORTED)
     return moved
@@ -89,7 +88,7 @@ def _abort_prejob(ctx: SchedulerContext, entries: list[HostQueueEntry]) -> int:
         for e in entries if e.host_id
     ]
     SpecialTask.objects.bulk_create(follow_up)
-    moved = move_entries(ids, EntryStatus.ABORTED, from_statuses=PREJOB_WITH_TASK)
+    moved = move_entries(ids, EntryStatus.ABORTED, from_statuses=HostQueueEntry.PRE_JOB_TASK_STATUSES)
     announce_completion(ctx, entries, EntryStatus.ABORTED)
     return moved
 
@@ -122,7 +121,7 @@ def _abort_running(ctx: SchedulerContext, entries: list[HostQueueEntry]) -> int:
     announce_completion(ctx, hostless, EntryStatus.ABORTED)
     # A job aborted before it ran still ends like one that ran: gathering, parsing, a cleanup.
     changed += move_entries([e.pk for e in with_hosts], EntryStatus.GATHERING, from_statuses=[EntryStatus.STARTING])
-    move_hosts([e.host_id for e in with_hosts], HostStatus.RUNNING)
+    move_hosts([e.host_id for e in with_hosts], HostStatus.RUNNING, from_statuses=Host.JOB_STATUSES)
     return changed
 
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
 
 from django.db import DatabaseError
 
@@ -14,20 +16,28 @@ from afe.paths import UnsafePath
 from drones.models import Process
 
 from . import aborts
-from .agents import jobs, postjob, special_tasks
+from .agents import Family, jobs, postjob, special_tasks
 from .assign import schedule_new_jobs
 from .cleanup import PeriodicCleanup
 from .context import SchedulerContext
 from .groups import EntryGroup, group_entries, latest_processes
 from .hosts import release_idle_hosts
 from .pending import explain_pending
-from .prejob import needs_crashinfo
+from .postjob_rules import needs_crashinfo
 from .recovery import recover
 from .throttle import DroneSlot, StartRequest, admit, parse_admission
 from .transitions import EntryStatus
 
 log = logging.getLogger(__name__)
 POST_JOB_KINDS = [Process.Kind.JOB, Process.Kind.GATHER, Process.Kind.PARSE]
+
+#: Each family's start function, ``(ctx, [(item, drone), ...])``, called in this order every tick.
+STARTERS: Mapping[Family, Callable[[SchedulerContext, list[Any]], None]] = MappingProxyType({
+    Family.JOB: jobs.start_groups,
+    Family.SPECIAL_TASK: special_tasks.start_tasks,
+    Family.GATHER: postjob.start_gathering,
+    Family.PARSE: postjob.start_parsing,
+})
 
 
 @dataclass
@@ -124,7 +134,7 @@ class Dispatcher:
             if process.special_task_id:
                 task_runs.append(process)
             elif process.kind == Process.Kind.JOB:
-                entries = [e for s in (EntryStatus.STARTING, EntryStatus.RUNNING)
+                entries = [e for s in HostQueueEntry.JOB_STATUSES
                            for e in getattr(groups.get((*key, s)), "entries", [])]
                 job_runs.append((process, entries))
             elif process.kind == Process.Kind.GATHER and (group := groups.get((*key, EntryStatus.GATHERING))):
@@ -182,7 +192,7 @@ class Dispatcher:
         tasks, then hostless jobs; parse steps are limited separately.
         """
         entries = HostQueueEntry.objects.filter(
-            status__in=[EntryStatus.STARTING, EntryStatus.GATHERING, EntryStatus.PARSING]
+            status__in=HostQueueEntry.PROCESS_STEP_STATUSES
         ).select_related("job", "host")
         groups = group_entries(entries)
         processes = latest_processes({g.job.pk for g in groups}, POST_JOB_KINDS)
@@ -204,7 +214,7 @@ class Dispatcher:
 
         tasks = special_tasks.runnable_tasks()
         drone_sets = DroneSets.load(self.ctx.config.default_drone_set, [g.job for g in groups], tasks)
-        by_key: dict[object, object] = {}
+        wanted: dict[object, object] = {}  # a request's key → the item its family starts
         host_work: list[StartRequest] = []
         hostless_work: list[StartRequest] = []
         parse_work: list[StartRequest] = []
@@ -214,14 +224,14 @@ class Dispatcher:
             if group.status == EntryStatus.STARTING and not group.aborted and not busy(group, Process.Kind.JOB):
                 request = jobs.start_request(group, drone_sets.for_job(group.job))
                 (hostless_work if group.is_hostless else host_work).append(request)
-                by_key[request.key] = group
+                wanted[request.key] = group
             elif group.status == EntryStatus.GATHERING and not busy(group, Process.Kind.GATHER):
                 job_process = latest(group, Process.Kind.JOB)
                 ran = job_process is not None and job_process.started_at is not None
                 if ran and needs_crashinfo(job_process.exit_status) and not latest(group, Process.Kind.GATHER):
                     request = postjob.gather_request(group, job_process, pinned(job_process))
                     host_work.append(request)
-                    by_key[request.key] = (group, job_process)
+                    wanted[request.key] = postjob.Ending(group, job_process)
                 else:
                     nothing_to_gather.append(postjob.Ending(group, job_process))
             elif group.status == EntryStatus.PARSING and not busy(group, Process.Kind.PARSE):
@@ -231,26 +241,24 @@ class Dispatcher:
                 else:
                     request = postjob.parse_request(group, job_process, pinned(job_process))
                     parse_work.append(request)
-                    by_key[request.key] = (group, job_process)
+                    wanted[request.key] = postjob.Ending(group, job_process)
         started = self._batch(postjob.finish_gathering, nothing_to_gather)
         started += self._batch(postjob.finish_parsing, nothing_to_parse)
         task_work = [special_tasks.start_request(t, drone_sets.for_task(t)) for t in tasks]
-        by_key.update({("task", t.pk): t for t in tasks})
+        wanted.update({request.key: task for request, task in zip(task_work, tasks)})
 
         running_parsers = Process.objects.active().filter(kind=Process.Kind.PARSE).count()
         parse_work = parse_work[: parse_admission(running_parsers, self.ctx.config.max_parse_processes, len(parse_work))]
         admitted = admit(host_work + task_work + hostless_work + parse_work, slots)
 
-        chosen: dict[str, list[tuple[object, str]]] = defaultdict(list)
+        chosen: dict[Family, list[tuple[object, str]]] = defaultdict(list)
         fallback = self.ctx.drones.fallback_drone()
-        for key, drone in admitted:
+        for (family, item_id), drone in admitted:
             if (drone := drone or fallback) is None:
                 continue  # several drones and none chosen: it waits for a later tick
-            chosen[key[0]].append((by_key[key], drone))
-        jobs.start_groups(self.ctx, [g for g, _ in chosen["job"]], {g.key: d for g, d in chosen["job"]})
-        special_tasks.start_tasks(self.ctx, [t for t, _ in chosen["task"]], {t.pk: d for t, d in chosen["task"]})
-        postjob.start_gathering(self.ctx, [(g, p, d) for (g, p), d in chosen["gather"]])
-        postjob.start_parsing(self.ctx, [(g, p, d) for (g, p), d in chosen["parse"]])
+            chosen[family].append((wanted[family, item_id], drone))
+        for family, start in STARTERS.items():
+            start(self.ctx, chosen[family])
         return started + sum(len(items) for items in chosen.values())
 
     def _has_results(self, group: EntryGroup) -> bool:

@@ -7,6 +7,7 @@ the original scheduler could strand.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef
@@ -21,17 +22,13 @@ from .transitions import EntryStatus, HostStatus
 
 log = logging.getLogger(__name__)
 
-PREJOB_WITH_TASK = [EntryStatus.VERIFYING, EntryStatus.RESETTING, EntryStatus.PROVISIONING, EntryStatus.CLEANING]
-TRANSITIONAL_HOST_STATUSES = [
-    HostStatus.REPAIRING, HostStatus.VERIFYING, HostStatus.CLEANING, HostStatus.PROVISIONING, HostStatus.RESETTING,
-]
 
 
 def recover(ctx: SchedulerContext, recover_hosts: bool = False) -> None:
     """Bring the database back to states the tick knows how to move on."""
     with transaction.atomic():
         requeued = requeue_prejob_entries_without_tasks()
-        reset = reset_stranded_hosts(ctx, TRANSITIONAL_HOST_STATUSES)
+        reset = reset_stranded_hosts(ctx, Host.TASK_STATUSES)
         if recover_hosts:
             reset += reset_stranded_hosts(ctx, [HostStatus.REPAIR_FAILED])
         killed = kill_orphan_processes(ctx)
@@ -50,7 +47,7 @@ def requeue_prejob_entries_without_tasks() -> int:
     """
     open_task = SpecialTask.objects.filter(queue_entry=OuterRef("pk"), is_complete=False)
     stuck = list(
-        HostQueueEntry.objects.filter(status__in=PREJOB_WITH_TASK, aborted=False)
+        HostQueueEntry.objects.filter(status__in=HostQueueEntry.PRE_JOB_TASK_STATUSES, aborted=False)
         .filter(~Exists(open_task)).select_related("job")
     )
     Host.objects.filter(pk__in=[e.host_id for e in stuck if e.host_id]).update(dirty=True, status=HostStatus.READY)
@@ -59,11 +56,11 @@ def requeue_prejob_entries_without_tasks() -> int:
     return len(stuck)
 
 
-def reset_stranded_hosts(ctx: SchedulerContext, statuses: list[str]) -> int:
+def reset_stranded_hosts(ctx: SchedulerContext, statuses: Collection[str]) -> int:
     """Hosts in ``statuses`` that nothing is working on get a Reset task."""
     open_task = SpecialTask.objects.filter(host=OuterRef("pk"), is_complete=False)
     active_entry = HostQueueEntry.objects.filter(host=OuterRef("pk"), active=True)
-    stranded = Host.valid_objects.filter(status__in=statuses, locked=False).filter(
+    stranded = Host.valid_objects.filter(status__in=list(statuses), locked=False).filter(
         ~Exists(open_task), ~Exists(active_entry)
     )
     return SpecialTask.schedule_for_hosts(list(stranded.only("pk")), SpecialTask.Task.RESET, ctx.system_user)
@@ -77,7 +74,7 @@ def kill_orphan_processes(ctx: SchedulerContext) -> int:
     """
     live = list(Process.objects.active().select_related("special_task"))
     running_groups = set(
-        HostQueueEntry.objects.filter(status__in=[EntryStatus.STARTING, EntryStatus.RUNNING])
+        HostQueueEntry.objects.filter(status__in=HostQueueEntry.JOB_STATUSES)
         .values_list("job_id", "execution_subdir")
     )
     orphans = [

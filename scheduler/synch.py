@@ -17,11 +17,8 @@ _GROUP = re.compile(r"^group(\d+)$")
 def put_pending(entries: Iterable[HostQueueEntry]) -> None:
     """Pre-job work is done for these entries: they and their hosts wait in Pending."""
     entries = list(entries)
-    move_entries([e.pk for e in entries], EntryStatus.PENDING, from_statuses=[
-        EntryStatus.QUEUED, EntryStatus.VERIFYING, EntryStatus.CLEANING, EntryStatus.RESETTING,
-        EntryStatus.PROVISIONING,
-    ])
-    move_hosts([e.host_id for e in entries], HostStatus.PENDING)
+    move_entries([e.pk for e in entries], EntryStatus.PENDING, from_statuses=HostQueueEntry.AWAITING_PRE_JOB_STATUSES)
+    move_hosts([e.host_id for e in entries], HostStatus.PENDING, from_statuses={HostStatus.READY} | Host.TASK_STATUSES)
 
 
 def run_ready_jobs(job_ids: Iterable[int], notifier: Notifier) -> None:
@@ -87,7 +84,7 @@ def stop_entries(entry_ids: list[int]) -> None:
         .values_list("host_id", flat=True)
     )
     move_entries(entry_ids, EntryStatus.STOPPED, from_statuses=HostQueueEntry.IDLE_PRE_JOB_STATUSES)
-    move_hosts(pending_hosts, HostStatus.READY)
+    move_hosts(pending_hosts, HostStatus.READY, from_statuses=[HostStatus.PENDING])
     # Their queued pre-job tasks will not run; repairs do, the hosts need them.
     SpecialTask.objects.filter(queue_entry_id__in=entry_ids, is_active=False, is_complete=False).exclude(
         task=SpecialTask.Task.REPAIR).update(is_complete=True)

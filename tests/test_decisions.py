@@ -14,15 +14,8 @@ import pytest
 
 from afe.models import HostQueueEntry, Protection, RebootAfter, RebootBefore, SpecialTask
 from scheduler.matching import EntryRequest, HostCandidate, match_entries, pending_order
-from scheduler.prejob import (
-    PrejobFailure,
-    final_status,
-    needs_crashinfo,
-    postjob_tasks,
-    prejob_failure,
-    prejob_tasks,
-    provision_labels,
-)
+from scheduler.postjob_rules import final_status, needs_crashinfo, postjob_tasks
+from scheduler.prejob import PrejobFailure, prejob_failure, prejob_tasks, provision_labels
 from scheduler.throttle import DroneSlot, StartRequest, admit, parse_admission
 
 Task = SpecialTask.Task

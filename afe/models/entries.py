@@ -78,6 +78,16 @@ class HostQueueEntry(models.Model):
         Status.RESETTING, Status.PROVISIONING, Status.VERIFYING, Status.PENDING, Status.QUEUED,
     })
     IDLE_PRE_JOB_STATUSES = frozenset({Status.PENDING, Status.QUEUED})
+    #: Waiting on a pre-job special task (verify, reset, provision, cleanup) running on its host.
+    PRE_JOB_TASK_STATUSES = frozenset({Status.VERIFYING, Status.RESETTING, Status.PROVISIONING, Status.CLEANING})
+    #: Where a pre-job task's outcome may move an entry from: queued for the task, or waiting on it.
+    AWAITING_PRE_JOB_STATUSES = PRE_JOB_TASK_STATUSES | {Status.QUEUED}
+    #: Its job's autoserv process is being started, or runs.
+    JOB_STATUSES = frozenset({Status.STARTING, Status.RUNNING})
+    #: After the job: crash-info gathering, then parsing.
+    POST_JOB_STATUSES = frozenset({Status.GATHERING, Status.PARSING})
+    #: The scheduler starts the group's next process in these: its job, crash-info gathering, parsing.
+    PROCESS_STEP_STATUSES = frozenset({Status.STARTING}) | POST_JOB_STATUSES
 
     job = models.ForeignKey("afe.Job", on_delete=models.CASCADE)
     host = models.ForeignKey("afe.Host", null=True, blank=True, on_delete=models.PROTECT)

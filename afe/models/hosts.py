@@ -91,6 +91,14 @@ class Host(SoftDeleteModel):
         PROVISIONING = "Provisioning"
 
     IDLE_STATES = frozenset({Status.READY, Status.REPAIR_FAILED})
+    #: A special task runs (or is being started) on the host.
+    TASK_STATUSES = frozenset({
+        Status.VERIFYING, Status.REPAIRING, Status.CLEANING, Status.RESETTING, Status.PROVISIONING,
+    })
+    #: Where a special task may start: idle, after a job (its post-job cleanup or reset), after another task.
+    TASK_START_STATUSES = IDLE_STATES | {Status.RUNNING} | TASK_STATUSES
+    #: Held for a job: waiting for the rest of its group, or running it.
+    JOB_STATUSES = frozenset({Status.PENDING, Status.RUNNING})
     UNAVAILABLE_STATES = frozenset({Status.REPAIR_FAILED, Status.REPAIRING, Status.VERIFYING})
 
     hostname = models.CharField(max_length=255, unique=True, validators=[names.validate_hostname])

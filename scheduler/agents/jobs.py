@@ -6,7 +6,7 @@ from collections import defaultdict
 
 from django.db import transaction
 
-from afe.models import EntryReason, HostQueueEntry, JobKeyval
+from afe.models import EntryReason, Host, HostQueueEntry, JobKeyval
 from drones.models import Process
 
 from .. import results
@@ -18,6 +18,7 @@ from .postjob import announce_completion, claim_processes
 from ..labels import host_label_names
 from ..throttle import StartRequest
 from ..transitions import EntryStatus, HostStatus, move_entries, move_hosts
+from . import Family
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +26,24 @@ log = logging.getLogger(__name__)
 def start_request(group: EntryGroup, allowed: frozenset[str] | None) -> StartRequest:
     """A request for as many process slots as the group has entries, on ``allowed`` drones (None: any)."""
     return StartRequest(
-        key=("job", group.key), num_processes=max(len(group.entries), 1), owner=group.job.owner,
+        key=(Family.JOB, group.key), num_processes=max(len(group.entries), 1), owner=group.job.owner,
         allowed_drones=allowed,
     )
 
 
-def start_groups(ctx: SchedulerContext, groups: list[EntryGroup], drones: dict[tuple[int, str], str]) -> None:
-    """Move admitted Starting groups to Running and write their job processes, in one transaction.
+def start_groups(ctx: SchedulerContext, admitted: list[tuple[EntryGroup, str]]) -> None:
+    """Move admitted Starting groups (each with its drone) to Running and write their job processes,
+    in one transaction.
 
     Before the database changes, each group's directory gets its ``keyval``,
     ``host_keyvals`` and control file (rewriting them is harmless if a crash
     makes this run again). A group whose files cannot be written fails
     (bad data) or waits for a later tick (the file system); the others start.
     """
-    if not groups:
+    if not admitted:
         return
+    groups = [group for group, _ in admitted]
+    drones = {group.key: drone for group, drone in admitted}
     keyvals: dict[int, dict[str, str]] = defaultdict(dict)
     for job_id, key, value in JobKeyval.objects.filter(job_id__in={g.job.pk for g in groups}).values_list(
         "job_id", "key", "value"
@@ -62,7 +66,7 @@ def start_groups(ctx: SchedulerContext, groups: list[EntryGroup], drones: dict[t
             transaction.set_rollback(True)
             log.warning("starting %d entries: only %d were still Starting; retrying", len(entry_ids), moved)
             return
-        move_hosts([h for g in groups for h in g.host_ids], HostStatus.RUNNING, dirty=True)
+        move_hosts([h for g in groups for h in g.host_ids], HostStatus.RUNNING, from_statuses=Host.JOB_STATUSES, dirty=True)
         ctx.drones.queue_many([process for _, process in prepared.ready])
         EntryReason.objects.filter(queue_entry_id__in=entry_ids).delete()
     ctx.metrics.observe_started((g.job.priority, g.job.created_on, now) for g in groups for _ in g.entry_ids)
@@ -105,7 +109,7 @@ def fail_groups(ctx: SchedulerContext, failed: list[tuple[EntryGroup, str]]) -> 
     with transaction.atomic():
         reasons = {pk: f"The job could not start: {reason}" for g, reason in failed for pk in g.entry_ids}
         moved = move_entries(reasons, EntryStatus.FAILED, from_statuses=[EntryStatus.STARTING])
-        move_hosts([h for g, _ in failed for h in g.host_ids], HostStatus.READY)
+        move_hosts([h for g, _ in failed for h in g.host_ids], HostStatus.READY, from_statuses=Host.JOB_STATUSES)
         EntryReason.objects.record(reasons)
         announce_completion(ctx, [e for g, _ in failed for e in g.entries], EntryStatus.FAILED)
     for group, reason in failed:
@@ -144,6 +148,6 @@ def finish_jobs(ctx: SchedulerContext, ended: list[tuple[Process, list[HostQueue
         move_entries([e.pk for e in entries if e.is_hostless()], EntryStatus.PARSING,
                      from_statuses=[EntryStatus.RUNNING])
         move_entries([e.pk for e in entries if not e.is_hostless()], EntryStatus.GATHERING,
-                     from_statuses=[EntryStatus.STARTING, EntryStatus.RUNNING])
-        move_hosts([e.host_id for e in entries if e.host_id], HostStatus.RUNNING)
+                     from_statuses=HostQueueEntry.JOB_STATUSES)
+        move_hosts([e.host_id for e in entries if e.host_id], HostStatus.RUNNING, from_statuses=Host.JOB_STATUSES)
     return len(ended)

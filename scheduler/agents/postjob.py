@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from django.db import transaction
 
-from afe.models import EntryReason, HostQueueEntry, SpecialTask, User
+from afe.models import EntryReason, Host, HostQueueEntry, SpecialTask, User
 from drones.models import Process
 
-from .. import prejob
+from .. import postjob_rules
 from ..commands import CRASHINFO_LOG, CRASHINFO_PIDFILE, PARSE_LOG, PARSER_PIDFILE, crashinfo_command, parse_command
 from ..context import SchedulerContext
 from ..groups import EntryGroup
@@ -20,6 +20,7 @@ from ..notify import EntryOutcome
 from ..synch import stop_if_necessary
 from ..throttle import StartRequest
 from ..transitions import EntryStatus, HostStatus, move_entries, move_hosts
+from . import Family
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def gather_request(group: EntryGroup, job_process: Process, pinned: bool = True)
     """Crash-info collection uses one slot per entry, on the drone that ran the job when ``pinned``
     (else on any drone: the results directory is shared)."""
     return StartRequest(
-        key=("gather", group.key), num_processes=len(group.entries), owner=group.job.owner,
+        key=(Family.GATHER, group.key), num_processes=len(group.entries), owner=group.job.owner,
         pinned_drone=job_process.drone if pinned else None,
     )
 
@@ -36,18 +37,19 @@ def gather_request(group: EntryGroup, job_process: Process, pinned: bool = True)
 def parse_request(group: EntryGroup, job_process: Process | None, pinned: bool = True) -> StartRequest:
     """Parsing uses no slot; on the drone that ran the job when ``pinned``."""
     return StartRequest(
-        key=("parse", group.key), num_processes=0, owner=group.job.owner,
+        key=(Family.PARSE, group.key), num_processes=0, owner=group.job.owner,
         pinned_drone=job_process.drone if job_process and pinned else None,
     )
 
 
-def start_gathering(ctx: SchedulerContext, admitted: list[tuple[EntryGroup, Process, str]]) -> None:
-    """Write a crash-info process for each admitted (group, job process, drone).
+def start_gathering(ctx: SchedulerContext, admitted: list[tuple[Ending, str]]) -> None:
+    """Write a crash-info process for each admitted group (with its job's process) on its drone.
 
     A group whose results directory cannot be named safely gathers nothing and moves on to parsing.
     """
-    def process_for(item: tuple[EntryGroup, Process, str]) -> Process:
-        group, job_process, drone = item
+    def process_for(item: tuple[Ending, str]) -> Process:
+        (ending, drone) = item
+        group, job_process = ending.group, ending.job_process
         directory = ctx.path(group.execution_path)
         return Process(
             kind=Process.Kind.GATHER,
@@ -59,16 +61,17 @@ def start_gathering(ctx: SchedulerContext, admitted: list[tuple[EntryGroup, Proc
 
     prepared = prepare_each(admitted, process_for)
     ctx.drones.queue_many([process for _, process in prepared.ready])
-    _skip_step("gathering", [(Ending(g, p), why) for (g, p, _), why in prepared.failed], finish_gathering, ctx)
+    _skip_step("gathering", [(ending, why) for (ending, _), why in prepared.failed], finish_gathering, ctx)
 
 
-def start_parsing(ctx: SchedulerContext, admitted: list[tuple[EntryGroup, Process | None, str]]) -> None:
-    """Write a parse process for each admitted (group, job process, drone).
+def start_parsing(ctx: SchedulerContext, admitted: list[tuple[Ending, str]]) -> None:
+    """Write a parse process for each admitted group (with its job's process, if any) on its drone.
 
     A group whose results directory cannot be named safely is not parsed and gets its final status.
     """
-    def process_for(item: tuple[EntryGroup, Process | None, str]) -> Process:
-        group, job_process, drone = item
+    def process_for(item: tuple[Ending, str]) -> Process:
+        (ending, drone) = item
+        group, job_process = ending.group, ending.job_process
         directory = ctx.path(group.execution_path)
         return Process(
             kind=Process.Kind.PARSE, command=parse_command(ctx.config.parser_path, str(directory)),
@@ -79,7 +82,7 @@ def start_parsing(ctx: SchedulerContext, admitted: list[tuple[EntryGroup, Proces
 
     prepared = prepare_each(admitted, process_for)
     ctx.drones.queue_many([process for _, process in prepared.ready])
-    _skip_step("parsing", [(Ending(g, p), why) for (g, p, _), why in prepared.failed], finish_parsing, ctx)
+    _skip_step("parsing", [(ending, why) for (ending, _), why in prepared.failed], finish_parsing, ctx)
 
 
 def _skip_step(
@@ -97,7 +100,8 @@ def _skip_step(
 
 @dataclass(frozen=True)
 class Ending:
-    """A group whose post-job step is over: its job's process, and the step's own process if one ran."""
+    """A group at a post-job step (gathering or parsing): its job's process, and the step's own
+    process once it ran. What the step's start and its end are given."""
 
     group: EntryGroup
     job_process: Process | None
@@ -145,13 +149,13 @@ def finish_gathering(ctx: SchedulerContext, endings: list[Ending]) -> int:
         ready: list[int] = []
         for ending in endings:
             group, job_process = ending.group, ending.job_process
-            final_success = job_process is not None and prejob.final_status(
+            final_success = job_process is not None and postjob_rules.final_status(
                 aborted=group.aborted, exit_status=job_process.exit_status) == EntryStatus.COMPLETED
             if job_process is None:
                 tests_failed = 0
             else:
                 tests_failed = job_process.tests_failed if job_process.tests_failed is not None else -1
-            cleanup, reset = prejob.postjob_tasks(
+            cleanup, reset = postjob_rules.postjob_tasks(
                 aborted=group.aborted, reboot_after=group.job.reboot_after, run_reset=group.job.run_reset,
                 final_success=final_success, tests_failed=tests_failed,
             )
@@ -160,7 +164,7 @@ def finish_gathering(ctx: SchedulerContext, endings: list[Ending]) -> int:
             tasks += [SpecialTask(host_id=h, task=t, requested_by_id=owner) for t in wanted for h in group.host_ids]
             if not cleanup:
                 ready += group.host_ids
-        move_hosts(ready, HostStatus.READY)
+        move_hosts(ready, HostStatus.READY, from_statuses=Host.JOB_STATUSES)
         SpecialTask.objects.bulk_create(tasks)
     return len(endings)
 
@@ -175,7 +179,7 @@ def finish_parsing(ctx: SchedulerContext, endings: list[Ending]) -> int:
         endings = _still(endings, EntryStatus.PARSING)
         for ending in endings:
             exit_status = ending.job_process.exit_status if ending.job_process else None
-            by_status[prejob.final_status(aborted=ending.group.aborted, exit_status=exit_status)].append(ending)
+            by_status[postjob_rules.final_status(aborted=ending.group.aborted, exit_status=exit_status)].append(ending)
         for status, group_endings in by_status.items():
             move_entries([pk for e in group_endings for pk in e.group.entry_ids], status,
                          from_statuses=[EntryStatus.PARSING])

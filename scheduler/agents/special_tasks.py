@@ -19,6 +19,7 @@ from ..labels import host_label_names, job_label_names
 from ..synch import put_pending, run_ready_jobs
 from ..throttle import StartRequest
 from ..transitions import EntryStatus, HostStatus, move_entries, move_hosts
+from . import Family
 from .postjob import announce_completion, claim_processes
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,6 @@ PROCESS_KIND = {
     Task.VERIFY: Process.Kind.VERIFY, Task.CLEANUP: Process.Kind.CLEANUP, Task.RESET: Process.Kind.RESET,
     Task.PROVISION: Process.Kind.PROVISION, Task.REPAIR: Process.Kind.REPAIR,
 }
-# An entry's pre-job task moves it on only from these statuses (never a complete entry).
-WAITING_FOR_PREJOB = [
-    EntryStatus.QUEUED, EntryStatus.VERIFYING, EntryStatus.CLEANING, EntryStatus.RESETTING, EntryStatus.PROVISIONING,
-]
 # Starting one of these deletes the queued frontend tasks it makes redundant.
 SUPERSEDES = {Task.VERIFY: [Task.VERIFY], Task.RESET: [Task.CLEANUP, Task.VERIFY, Task.RESET]}
 
@@ -80,19 +77,21 @@ def runnable_tasks() -> list[SpecialTask]:
 
 def start_request(task: SpecialTask, allowed: frozenset[str] | None) -> StartRequest:
     """One process slot for the task, on ``allowed`` drones (None: any)."""
-    return StartRequest(key=("task", task.pk), num_processes=1, owner=task.requested_by.login,
+    return StartRequest(key=(Family.SPECIAL_TASK, task.pk), num_processes=1, owner=task.requested_by.login,
                         allowed_drones=allowed)
 
 
-def start_tasks(ctx: SchedulerContext, tasks: list[SpecialTask], drones: dict[int, str]) -> None:
-    """Activate the admitted tasks and write one process record each, in one transaction.
+def start_tasks(ctx: SchedulerContext, admitted: list[tuple[SpecialTask, str]]) -> None:
+    """Activate the admitted tasks (each with its drone) and write one process record each, in one transaction.
 
-    ``drones`` maps a task id to the drone chosen for it. A task whose files
+    A task whose files
     cannot be written fails (bad data) or stays queued for a later tick (the
     file system); the others start. Queries do not grow with the number of tasks.
     """
-    if not tasks:
+    if not admitted:
         return
+    tasks = [task for task, _ in admitted]
+    drones = {task.pk: drone for task, drone in admitted}
     job_labels = job_label_names({t.queue_entry.job_id for t in tasks if t.queue_entry_id})
     host_labels = host_label_names({t.host_id for t in tasks})
     prepared = prepare_each(tasks, lambda t: _process_for(ctx, t, drones[t.pk], job_labels, host_labels))
@@ -115,10 +114,10 @@ def start_tasks(ctx: SchedulerContext, tasks: list[SpecialTask], drones: dict[in
                     host_id__in=hosts, task__in=superseded, is_active=False, is_complete=False, queue_entry__isnull=True
                 ).exclude(pk__in=still_queued).delete()
         for kind, status in HOST_STATUS.items():
-            move_hosts([t.host_id for t in tasks if t.task == kind], status)
+            move_hosts([t.host_id for t in tasks if t.task == kind], status, from_statuses=Host.TASK_START_STATUSES)
         for kind, status in ENTRY_STATUS.items():
             move_entries([t.queue_entry_id for t in tasks if t.task == kind and t.queue_entry_id], status,
-                         from_statuses=WAITING_FOR_PREJOB)
+                         from_statuses=HostQueueEntry.AWAITING_PRE_JOB_STATUSES)
         ctx.drones.queue_many([processes[t.pk] for t in tasks])
     log.info("started %d special task(s)", len(tasks))
 
@@ -134,7 +133,7 @@ def fail_unstartable_tasks(ctx: SchedulerContext, failed: list[tuple[SpecialTask
         )
         SpecialTaskReason.objects.record(reasons)
         entry_reasons = {t.queue_entry_id: reasons[t.pk] for t, _ in failed if t.queue_entry_id}
-        move_entries(entry_reasons, EntryStatus.FAILED, from_statuses=WAITING_FOR_PREJOB)
+        move_entries(entry_reasons, EntryStatus.FAILED, from_statuses=HostQueueEntry.AWAITING_PRE_JOB_STATUSES)
         EntryReason.objects.record(entry_reasons)
         announce_completion(ctx, [t.queue_entry for t, _ in failed if t.queue_entry_id], EntryStatus.FAILED)
     for task, reason in failed:
@@ -248,7 +247,7 @@ def _prejob_tasks_succeeded(ctx: SchedulerContext, tasks: list[SpecialTask]) -> 
     ) if for_entries else set()
     ready_hosts |= {t.host_id for t in for_entries if (t.queue_entry_id, t.host_id) in more}
     if ready_hosts:
-        move_hosts(ready_hosts, HostStatus.READY)
+        move_hosts(ready_hosts, HostStatus.READY, from_statuses=Host.TASK_STATUSES)
     done = [t.queue_entry for t in for_entries
             if (t.queue_entry_id, t.host_id) not in more and not t.queue_entry.aborted and not t.queue_entry.complete]
     if done:
@@ -276,9 +275,9 @@ def task_finished(ctx: SchedulerContext, task: SpecialTask, success: bool) -> No
 
 def _repair_finished(ctx: SchedulerContext, task: SpecialTask, success: bool) -> None:
     if success:
-        move_hosts([task.host_id], HostStatus.READY)
+        move_hosts([task.host_id], HostStatus.READY, from_statuses=[HostStatus.REPAIRING])
         return
-    move_hosts([task.host_id], HostStatus.REPAIR_FAILED)
+    move_hosts([task.host_id], HostStatus.REPAIR_FAILED, from_statuses=[HostStatus.REPAIRING])
     entry = task.queue_entry
     if entry is not None and not entry.is_meta_host_entry() and entry.status == EntryStatus.QUEUED and not entry.complete:
         fail_entry(ctx, entry, task)
@@ -293,7 +292,7 @@ def _prejob_succeeded(ctx: SchedulerContext, task: SpecialTask) -> None:
     if (entry is not None and task.task == Task.CLEANUP and entry.job.run_verify
             and task.host.protection != Protection.DO_NOT_VERIFY):
         Host.objects.filter(pk=task.host_id).update(dirty=False)
-        move_hosts([task.host_id], HostStatus.READY)
+        move_hosts([task.host_id], HostStatus.READY, from_statuses=Host.TASK_STATUSES)
         SpecialTask.objects.create(host=task.host, task=Task.VERIFY, queue_entry=entry, requested_by=task.requested_by)
         return
     _prejob_tasks_succeeded(ctx, [task])
@@ -329,7 +328,7 @@ def _prejob_failed(ctx: SchedulerContext, task: SpecialTask) -> None:
         is_metahost=entry.is_meta_host_entry(),
     )
     if outcome.host_repair_failed:
-        move_hosts([task.host_id], HostStatus.REPAIR_FAILED)
+        move_hosts([task.host_id], HostStatus.REPAIR_FAILED, from_statuses=Host.TASK_STATUSES)
     if outcome.fail_entry:
         fail_entry(ctx, entry, task)
     elif outcome.requeue:
@@ -344,7 +343,7 @@ def requeue_entry(entry: HostQueueEntry) -> None:
     if entry.is_meta_host_entry():
         IneligibleHostQueue.objects.filter(job_id=entry.job_id, host_id=entry.host_id).delete()
         fields["host"] = None
-    move_entries([entry.pk], EntryStatus.QUEUED, **fields)
+    move_entries([entry.pk], EntryStatus.QUEUED, from_statuses=HostQueueEntry.AWAITING_PRE_JOB_STATUSES, **fields)
 
 
 def fail_entry(ctx: SchedulerContext, entry: HostQueueEntry, task: SpecialTask) -> None:
@@ -359,7 +358,8 @@ def fail_entry(ctx: SchedulerContext, entry: HostQueueEntry, task: SpecialTask) 
         results.copy_task_results(task_dir, ctx.path(entry.job.tag(), hostname))
 
     best_effort(f"the results of task {task.pk} for entry {entry.pk}", copy_results, log)
-    move_entries([entry.pk], EntryStatus.PARSING, execution_subdir=hostname)
+    move_entries([entry.pk], EntryStatus.PARSING, from_statuses=HostQueueEntry.AWAITING_PRE_JOB_STATUSES,
+                 execution_subdir=hostname)
     SpecialTask.objects.filter(queue_entry=entry, is_complete=False).exclude(task=Task.REPAIR).update(
         is_active=False, is_complete=True, success=False
     )
