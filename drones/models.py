@@ -77,6 +77,10 @@ class Process(models.Model):
     pidfile_name = models.CharField(max_length=64, default=".autoserv_execute")
     num_processes = models.IntegerField(default=1)
     owner = models.CharField(max_length=255, blank=True)
+    files = models.JSONField(
+        default=dict, blank=True,
+        help_text="files the runner writes before the command: {path under working_dir: text}",
+    )
     drone = models.CharField(max_length=255, help_text="hostname of the drone chosen to run it")
 
     # For whom.

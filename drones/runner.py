@@ -3,8 +3,9 @@
 1. Claim the record (``queued → running`` with this runner's pid). Losing the
    claim — someone else has it, or it is no longer queued — means exit 0 without
    running anything, which makes duplicate launches harmless.
-2. Create the working directory, append a ``*****`` banner to the log file,
-   delete a stale pidfile, and start the command in its own session and process
+2. Append a ``*****`` banner to the log file, write the files the record
+   carries (``Process.files``, e.g. a task's host keyvals) under the working
+   directory, create it, delete a stale pidfile, and start the command in its own session and process
    group with stdin from /dev/null, stdout and stderr to the log, and
    ``AUTOTEST_SCHEDULER_DARK_MARK=<runner pid>`` in its environment. A command
    that cannot be started (missing or non-executable program, bad working
@@ -43,6 +44,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("drones.runner")
@@ -55,6 +57,26 @@ ADOPT_POLL_SECONDS = 0.1
 
 def _timestamp() -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def write_files(working_dir: str, files: object) -> None:
+    """Write the files a record carries (``{path under its working directory: text}``) on this drone.
+
+    Raises ``ValueError`` (or ``afe.paths.UnsafePath``) for anything but a mapping of plain
+    relative paths to text, and ``OSError`` when a file cannot be written: the command
+    then does not start.
+    """
+    from afe.paths import inside
+
+    if not isinstance(files, dict):
+        raise ValueError(f"the files to write must be a mapping of paths to text, not {type(files).__name__}")
+    root = Path(working_dir).resolve()
+    for relative, text in files.items():
+        if not isinstance(text, str):
+            raise ValueError(f"the file {relative!r} must be text, not {type(text).__name__}")
+        path = inside(root, relative, root_resolved=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 class Runner:
@@ -120,6 +142,7 @@ class Runner:
                     raise ValueError(f"the command must be a non-empty list of strings: {command!r}")
                 logfile.write(f"***** {_timestamp()} {shlex.join(command)}\n".encode())
                 logfile.flush()
+                write_files(process.working_dir, process.files)
                 os.makedirs(process.working_dir, exist_ok=True)
                 if os.path.lexists(process.pidfile_path):
                     logfile.write(f"***** removing stale pidfile {process.pidfile_path}\n".encode())

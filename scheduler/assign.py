@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
@@ -38,6 +38,43 @@ def grouped(pairs: Iterable[tuple[K, int]]) -> defaultdict[K, set[int]]:
     for key, value in pairs:
         result[key].add(value)
     return result
+
+
+class SetInterner:
+    """Equal sets read for thousands of entries and hosts, kept once: the entries of one owner share
+    their ACL groups, most jobs share a few dependency sets and have no blocked hosts."""
+
+    def __init__(self) -> None:
+        self._sets: dict[frozenset[int], frozenset[int]] = {}
+
+    def __call__(self, ids: Iterable[int]) -> frozenset[int]:
+        found = frozenset(ids)
+        return self._sets.setdefault(found, found)
+
+
+class RequestBuilder:
+    """Builds the matcher's :class:`EntryRequest` of an entry from rows read in bulk (used by
+    host assignment and by the pending explanations), with equal sets shared."""
+
+    def __init__(self, labels: LabelIndex, job_labels: Mapping[int, set[int]],
+                 owner_acls: Mapping[str, set[int]], blocks: Mapping[int, set[int]]) -> None:
+        self.labels = labels
+        self.job_labels = job_labels
+        self.owner_acls = owner_acls
+        self.blocks = blocks
+        self.frozen = SetInterner()
+
+    def request(self, *, entry_id: int, job_id: int, priority: int, parent_job_id: int | None,
+                host_id: int | None, meta_host_id: int | None, owner: str) -> EntryRequest:
+        deps = self.job_labels.get(job_id, ())
+        return EntryRequest(
+            entry_id=entry_id, job_id=job_id, priority=priority, parent_job_id=parent_job_id,
+            host_id=host_id, meta_host_id=meta_host_id,
+            dependency_ids=self.frozen(d for d in deps if self.labels.is_hard_dependency(d)),
+            preferred_ids=self.frozen(d for d in deps if self.labels.is_provisionable(d)),
+            acl_ids=self.frozen(self.owner_acls.get(owner, ())),
+            blocked_host_ids=self.frozen(self.blocks.get(job_id, ())),
+        )
 
 
 class QueuedEntry(NamedTuple):
@@ -128,27 +165,19 @@ class LabSnapshot:
         )
 
     def requests(self, entries: list[QueuedEntry]) -> list[EntryRequest]:
+        build = RequestBuilder(self.labels, self.job_labels, self.owner_acls, self.blocks).request
         return [
-            EntryRequest(
-                entry_id=e.pk,
-                job_id=e.job_id,
-                priority=e.priority,
-                parent_job_id=e.parent_job_id,
-                host_id=e.host_id,
-                meta_host_id=e.meta_host_id,
-                dependency_ids=frozenset(d for d in self.job_labels[e.job_id] if self.labels.is_hard_dependency(d)),
-                preferred_ids=frozenset(d for d in self.job_labels[e.job_id] if self.labels.is_provisionable(d)),
-                acl_ids=frozenset(self.owner_acls[e.owner]),
-                blocked_host_ids=frozenset(self.blocks[e.job_id]),
-            )
+            build(entry_id=e.pk, job_id=e.job_id, priority=e.priority, parent_job_id=e.parent_job_id,
+                  host_id=e.host_id, meta_host_id=e.meta_host_id, owner=e.owner)
             for e in entries
         ]
 
     def candidates(self) -> list[HostCandidate]:
+        frozen = SetInterner()
         return [
             HostCandidate(
                 id=pk, hostname=h["hostname"], leased=h["leased"], locked=h["locked"], invalid=h["invalid"],
-                label_ids=frozenset(self.host_labels[pk]), acl_ids=frozenset(self.host_acls[pk]),
+                label_ids=frozen(self.host_labels.get(pk, ())), acl_ids=frozen(self.host_acls.get(pk, ())),
             )
             for pk, h in self.hosts.items()
         ]

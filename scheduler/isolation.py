@@ -1,7 +1,8 @@
 """One bad item never stops the lab: preparing work item by item, and what a failure means.
 
-Starting a job, a special task or a post-job step first writes files into
-its results directory. ``prepare_each`` runs that preparation for every item
+Starting a job, a special task or a post-job step first names its results
+directory (and a job writes its files there; a task's travel with its
+process record). ``prepare_each`` runs that preparation for every item
 on its own: bad data (a path that would leave ``RESULTS_DIR``, a name the
 filesystem refuses) fails that item for good; a file system that cannot be
 written right now (a full disk, a permission) defers it to a later tick. The

@@ -38,7 +38,7 @@ class EntryKind(IntEnum):
     HOSTLESS = 2
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HostCandidate:
     """A host as the matcher sees it.
 
@@ -61,7 +61,7 @@ class HostCandidate:
         return not self.leased and not self.locked
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EntryRequest:
     """A Queued, inactive, not aborted host queue entry waiting for a host.
 

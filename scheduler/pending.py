@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -27,7 +27,7 @@ from afe.models import (
 )
 from afe.models.pending import PendingRow
 
-from .assign import grouped
+from .assign import RequestBuilder, SetInterner, grouped
 from .labels import LabelIndex
 from .matching import EntryKind, EntryRequest, pending_order
 from .throttle import DroneSlot
@@ -50,7 +50,7 @@ class Pending:
     estimated_start: datetime | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class WaitingEntry:
     """A waiting entry as :func:`explain` sees it.
 
@@ -73,7 +73,7 @@ class WaitingEntry:
         return self.request.entry_id
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HostState:
     """A host as :func:`explain` sees it: every valid host, and the one-time hosts entries name.
 
@@ -414,20 +414,23 @@ def load_snapshot(drones: Sequence[DroneSlot], now: datetime | None = None) -> P
     for host_id, started_on, finished_on in history:
         durations[host_id].append(max((finished_on - started_on).total_seconds(), 0.0))
 
+    frozen = SetInterner()
     hosts = []
     for row in host_rows:
         pk = row["id"]
         jobs = on_host.get(pk, [])
         starts = [s for _, s in jobs if s is not None]
         hosts.append(HostState(
-            id=pk, hostname=row["hostname"], label_ids=frozenset(host_labels[pk]), acl_ids=frozenset(host_acls[pk]),
+            id=pk, hostname=row["hostname"], label_ids=frozen(host_labels.get(pk, ())),
+            acl_ids=frozen(host_acls.get(pk, ())),
             locked=row["locked"], locked_by=row["locked_by__login"], lock_reason=row["lock_reason"] or "",
             leased=row["leased"], invalid=row["invalid"], status=row["status"],
             job_ids=tuple(sorted({j for j, _ in jobs})), busy_since=min(starts, default=None),
             task=running_task.get(pk),
         ))
+    build = RequestBuilder(index, job_labels, owner_acls, blocks).request
     return PendingSnapshot(
-        entries=[_waiting_entry(e, job_labels, owner_acls, blocks, index, prejob) for e in entries],
+        entries=[_waiting_entry(e, build, prejob) for e in entries],
         hosts=hosts,
         label_names=index.names,
         now=now,
@@ -437,19 +440,14 @@ def load_snapshot(drones: Sequence[DroneSlot], now: datetime | None = None) -> P
     )
 
 
-def _waiting_entry(row: dict, job_labels: Mapping[int, set[int]], owner_acls: Mapping[str, set[int]],
-                   blocks: Mapping[int, set[int]], index: LabelIndex,
+def _waiting_entry(row: dict, build: Callable[..., EntryRequest],
                    prejob: Mapping[int, tuple[str, bool]]) -> WaitingEntry:
-    deps = job_labels[row["job_id"]]
     task, running = prejob.get(row["id"], (None, False))
     return WaitingEntry(
-        request=EntryRequest(
+        request=build(
             entry_id=row["id"], job_id=row["job_id"], priority=row["job__priority"],
             parent_job_id=row["job__parent_job_id"], host_id=row["host_id"], meta_host_id=row["meta_host_id"],
-            dependency_ids=frozenset(d for d in deps if index.is_hard_dependency(d)),
-            preferred_ids=frozenset(d for d in deps if index.is_provisionable(d)),
-            acl_ids=frozenset(owner_acls[row["job__owner"]]),
-            blocked_host_ids=frozenset(blocks[row["job_id"]]),
+            owner=row["job__owner"],
         ),
         status=row["status"], active=row["active"], synch_count=row["job__synch_count"] or 1,
         prejob_task=task, prejob_task_running=running,

@@ -11,7 +11,7 @@ from pathlib import Path
 from django.core.exceptions import ValidationError
 
 from afe import names
-from afe.paths import inside
+from afe.paths import check_part, inside
 
 KEYVAL = "keyval"
 LOST_PROCESS_ERROR = (
@@ -54,11 +54,17 @@ def append_keyvals_once(directory: Path, keyvals: Mapping[str, object]) -> None:
         write_keyvals(directory, missing, append=True)
 
 
-def write_host_keyvals(directory: Path, hostname: str, platform: str | None, labels: Iterable[str]) -> None:
-    """``host_keyvals/<hostname>``: the platform and the other labels, URL-quoted and comma-joined."""
-    path = inside(directory, "host_keyvals", hostname)
+def host_keyvals(hostname: str, platform: str | None, labels: Iterable[str]) -> tuple[str, str]:
+    """``host_keyvals/<hostname>`` (under a results directory) and its text: the platform and the
+    other labels, URL-quoted and comma-joined. Raises ``UnsafePath`` for a hostname that is no plain name."""
     quoted = ",".join(urllib.parse.quote(label) for label in sorted(labels) if label != platform)
-    text = keyval_lines({"platform": platform or "", "labels": quoted})
+    return f"host_keyvals/{check_part(hostname)}", keyval_lines({"platform": platform or "", "labels": quoted})
+
+
+def write_host_keyvals(directory: Path, hostname: str, platform: str | None, labels: Iterable[str]) -> None:
+    """Write ``host_keyvals/<hostname>`` (see :func:`host_keyvals`) under ``directory``."""
+    relative, text = host_keyvals(hostname, platform, labels)
+    path = inside(directory, relative)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 

@@ -329,6 +329,27 @@ def test_a_command_that_cannot_start_is_an_ordinary_failure(drone, make_process,
     assert "cannot start the command" in Path(process.log_file).read_text()
 
 
+def test_the_runner_writes_the_files_the_record_carries_before_the_command(drone, make_process, workdir):
+    process = make_process("cat host_keyvals/host1 > seen", files={"host_keyvals/host1": "platform=x86\nlabels=a,b\n"})
+    drone.launch(process)
+    wait_state(process, "exited")
+    assert process.exit_status == 0
+    assert (workdir / "seen").read_text() == "platform=x86\nlabels=a,b\n"
+
+
+@pytest.mark.parametrize("files", [{"../../outside": "x"}, {"/etc/passwd-copy": "x"}, {"ok": 3}, ["not", "a", "map"]])
+def test_files_that_would_leave_the_working_directory_keep_the_command_from_starting(
+    drone, make_process, workdir, tmp_path, files
+):
+    process = make_process("touch ran", files=files)
+    drone.launch(process)
+    wait_state(process, "exited")
+    assert (process.exit_status, process.exit_code) == (127 << 8, 127)
+    assert "cannot start the command" in Path(process.log_file).read_text()
+    assert not (workdir / "ran").exists()
+    assert not (workdir.parent.parent / "outside").exists()
+
+
 def test_the_runner_outlives_the_process_that_launched_it(make_process, workdir, tmp_path):
     process = make_process(f"{WAIT_FOR_GO}; exit 5")
     launcher = (

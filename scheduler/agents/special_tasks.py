@@ -84,9 +84,9 @@ def start_request(task: SpecialTask, allowed: frozenset[str] | None) -> StartReq
 def start_tasks(ctx: SchedulerContext, admitted: list[tuple[SpecialTask, str]]) -> None:
     """Activate the admitted tasks (each with its drone) and write one process record each, in one transaction.
 
-    A task whose files
-    cannot be written fails (bad data) or stays queued for a later tick (the
-    file system); the others start. Queries do not grow with the number of tasks.
+    The task's host keyvals travel with its process record (the runner writes
+    them on the drone); a task whose results directory cannot be named safely
+    fails (bad data), the others start. Queries do not grow with the number of tasks.
     """
     if not admitted:
         return
@@ -156,7 +156,8 @@ def _process_for(
     task.time_started = ctx.clock()
     directory = ctx.path(task.execution_path())
     platform, labels = host_labels.get(task.host_id, (None, set()))
-    results.write_host_keyvals(directory, task.host.hostname, platform, labels)
+    # The runner writes the host keyvals on the drone, before the command (no file I/O in the tick).
+    keyvals_path, keyvals_text = results.host_keyvals(task.host.hostname, platform, labels)
     entry = task.queue_entry
     identity = labels_for_task = None
     if entry is not None:
@@ -172,6 +173,7 @@ def _process_for(
         kind=PROCESS_KIND[task.task], command=command, working_dir=str(directory),
         log_file=str(directory / ".autoserv_execute.log"), pidfile_name=AUTOSERV_PIDFILE, num_processes=1,
         owner=task.requested_by.login, drone=drone, special_task=task,
+        files={keyvals_path: keyvals_text},
         job_id=entry.job_id if entry else None, execution_subdir=entry.execution_subdir if entry else "",
     )
 
