@@ -289,6 +289,28 @@ def test_a_lost_database_connection_is_retried_not_fatal(scheduler, lab, owner, 
     lock.release()
 
 
+def test_with_debug_on_the_loop_keeps_no_more_than_one_ticks_queries(scheduler, lab, owner, settings):
+    """Django logs every query when DEBUG is on; a scheduler running for weeks must not keep them all."""
+    from django.db import connection
+
+    from scheduler.lock import DatabaseLock
+    from scheduler.management.commands.run_scheduler import Command
+
+    settings.DEBUG = True
+    lock = DatabaseLock()
+    lock.acquire()
+    for n in range(3):
+        job(owner, hosts=[f"host{n + 1}"])
+    command = Command()
+    command.stopping = False
+    config = dataclasses.replace(scheduler.config, tick_seconds=0.01, wake_seconds=0)
+    command.loop(scheduler.dispatcher, lock, config, ticks=1, lifetime_hours=None)
+    one_tick = len(connection.queries)
+    command.loop(scheduler.dispatcher, lock, config, ticks=5, lifetime_hours=None)
+    lock.release()
+    assert 0 < len(connection.queries) <= one_tick
+
+
 class TestDroneSetResolution:
     def test_a_special_task_uses_its_requesters_drone_set(self, scheduler, autoserv, lab, owner):
         from afe.models import DroneSet

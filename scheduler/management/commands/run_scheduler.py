@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError, close_old_connections, connections
+from django.db import DatabaseError, close_old_connections, connections, reset_queries
 
 from drones.base import DroneManager
 from scheduler.config import SchedulerConfig
@@ -82,6 +82,7 @@ class Command(BaseCommand):
             watch = None
             try:
                 close_old_connections()
+                reset_queries()  # with DEBUG on, Django keeps every query: a tick forgets the last one's
                 if not lock.refresh():
                     raise CommandError("the scheduler lock was taken over by another scheduler; stopping")
                 watch = WorkWatch.start() if config.wake_seconds else None
