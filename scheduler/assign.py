@@ -63,17 +63,27 @@ class RequestBuilder:
         self.owner_acls = owner_acls
         self.blocks = blocks
         self.frozen = SetInterner()
+        self._job_sets: dict[int, tuple[frozenset[int], frozenset[int], frozenset[int]]] = {}
+        self._owner_sets: dict[str, frozenset[int]] = {}
 
     def request(self, *, entry_id: int, job_id: int, priority: int, parent_job_id: int | None,
                 host_id: int | None, meta_host_id: int | None, owner: str) -> EntryRequest:
-        deps = self.job_labels.get(job_id, ())
+        job_sets = self._job_sets.get(job_id)
+        if job_sets is None:
+            deps = self.job_labels.get(job_id, ())
+            job_sets = self._job_sets[job_id] = (
+                self.frozen(d for d in deps if self.labels.is_hard_dependency(d)),
+                self.frozen(d for d in deps if self.labels.is_provisionable(d)),
+                self.frozen(self.blocks.get(job_id, ())),
+            )
+        acls = self._owner_sets.get(owner)
+        if acls is None:
+            acls = self._owner_sets[owner] = self.frozen(self.owner_acls.get(owner, ()))
+        dependencies, preferred, blocked = job_sets
         return EntryRequest(
             entry_id=entry_id, job_id=job_id, priority=priority, parent_job_id=parent_job_id,
-            host_id=host_id, meta_host_id=meta_host_id,
-            dependency_ids=self.frozen(d for d in deps if self.labels.is_hard_dependency(d)),
-            preferred_ids=self.frozen(d for d in deps if self.labels.is_provisionable(d)),
-            acl_ids=self.frozen(self.owner_acls.get(owner, ())),
-            blocked_host_ids=self.frozen(self.blocks.get(job_id, ())),
+            host_id=host_id, meta_host_id=meta_host_id, dependency_ids=dependencies, preferred_ids=preferred,
+            acl_ids=acls, blocked_host_ids=blocked,
         )
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import ClassVar
 from enum import IntEnum
 
 from afe.models import Host
@@ -149,6 +150,12 @@ class _HostPool:
     by_id: dict[int, HostCandidate]
     by_label: dict[int, list[HostCandidate]]
     taken: set[int] = field(default_factory=set)
+    #: Metahost requests already found to have no eligible host: hosts are only taken during a
+    #: call, never given back, so an equal request later in the call finds none either.
+    hopeless: set[tuple[frozenset[int], frozenset[int], frozenset[int]]] = field(default_factory=set)
+
+    #: A label's host list is rebuilt without taken hosts once most of its first hosts are taken.
+    COMPACT_WINDOW: ClassVar[int] = 64
 
     @classmethod
     def build(cls, hosts: Iterable[HostCandidate]) -> _HostPool:
@@ -164,7 +171,12 @@ class _HostPool:
         """The valid hosts carrying the rarest of ``label_ids`` (a superset of
         those carrying all of them), in sort order."""
         rarest = min(label_ids, key=lambda label_id: len(self.by_label.get(label_id, ())))
-        return self.by_label.get(rarest, [])
+        hosts = self.by_label.get(rarest, [])
+        window = self.COMPACT_WINDOW
+        if len(hosts) > window and sum(1 for h in hosts[:window] if h.id in self.taken) > window // 2:
+            # Taken hosts pile up at the front of busy labels' lists: drop them once, not on every scan.
+            hosts = self.by_label[rarest] = [h for h in hosts if h.id not in self.taken]
+        return hosts
 
 
 def _choose_host(
@@ -205,6 +217,9 @@ def _choose_metahost_host(
     """
     assert entry.meta_host_id is not None
     required = entry.dependency_ids | {entry.meta_host_id}
+    request = (required, entry.acl_ids, entry.blocked_host_ids)
+    if request in pool.hopeless:
+        return None
     forbidden = only_if_needed_label_ids - required
     best: HostCandidate | None = None
     best_score = -1
@@ -222,4 +237,6 @@ def _choose_metahost_host(
             best, best_score = host, score
             if score == len(entry.preferred_ids):
                 break  # nothing later can beat it, and ties keep the earlier host
+    if best is None:
+        pool.hopeless.add(request)
     return best

@@ -627,3 +627,68 @@ def test_negative_process_count_is_rejected() -> None:
 )
 def test_parse_admission_keeps_parsers_under_the_limit(running: int, limit: int, waiting: int, expected: int) -> None:
     assert parse_admission(running, limit, waiting) == expected
+
+
+# ---------------------------------------------------------------------------
+# The matcher's shortcuts (rarest-label index, dropping taken hosts, remembering
+# requests that found no host) change nothing: it agrees with a plain scan of
+# every host for every entry, on random labs crowded enough to run out of hosts.
+# ---------------------------------------------------------------------------
+def _plain_match(entries: list[EntryRequest], hosts: list[HostCandidate], only_if_needed: frozenset[int]) -> dict:
+    from afe.models import Host
+
+    ordered = sorted((h for h in hosts if h.available), key=lambda h: Host.sort_key(h.hostname))
+    taken: set[int] = set()
+    result: dict[int, int] = {}
+    for entry in pending_order(entries):
+        chosen = None
+        if entry.host_id is not None:
+            host = next((h for h in ordered if h.id == entry.host_id), None)
+            if (host is not None and host.id not in taken and entry.dependency_ids <= host.label_ids
+                    and (host.invalid or not host.acl_ids.isdisjoint(entry.acl_ids))):
+                chosen = host
+        elif entry.meta_host_id is not None:
+            required = entry.dependency_ids | {entry.meta_host_id}
+            eligible = [h for h in ordered if not h.invalid and h.id not in taken and h.id not in entry.blocked_host_ids
+                        and not h.acl_ids.isdisjoint(entry.acl_ids) and required <= h.label_ids
+                        and (only_if_needed - required).isdisjoint(h.label_ids)]
+            if eligible:
+                chosen = max(eligible, key=lambda h: (len(entry.preferred_ids & h.label_ids), -ordered.index(h)))
+        if chosen is not None:
+            taken.add(chosen.id)
+            result[entry.entry_id] = chosen.id
+    return result
+
+
+@pytest.mark.parametrize("window", [64, 4])
+@pytest.mark.parametrize("seed", range(60))
+def test_the_matcher_agrees_with_a_plain_scan_of_every_host(seed: int, window: int, monkeypatch) -> None:
+    import random
+
+    from scheduler import matching
+
+    monkeypatch.setattr(matching._HostPool, "COMPACT_WINDOW", window)
+    rng = random.Random(seed)
+    labels = list(range(1, 9))
+    hosts = [
+        HostCandidate(id=i, hostname=f"host{i}", leased=rng.random() < 0.1, locked=rng.random() < 0.1,
+                      invalid=rng.random() < 0.05, label_ids=frozenset(rng.sample(labels, rng.randint(1, 4))),
+                      acl_ids=frozenset(rng.sample([100, 101, 102], rng.randint(0, 2))))
+        for i in range(1, rng.randint(3, 120))
+    ]
+    acl_choices = [frozenset({100}), frozenset({101}), frozenset({100, 102})]
+    entries = []
+    for n in range(rng.randint(1, 200)):
+        explicit = rng.random() < 0.3
+        entries.append(EntryRequest(
+            entry_id=n + 1, job_id=rng.randint(1, 40), priority=rng.choice([0, 10, 20]),
+            parent_job_id=rng.choice([None, 1, 2]),
+            host_id=rng.randint(1, len(hosts) + 1) if explicit else None,
+            meta_host_id=None if explicit else rng.choice(labels),
+            dependency_ids=frozenset(rng.sample(labels, rng.randint(0, 2))),
+            preferred_ids=frozenset(rng.sample(labels, rng.randint(0, 2))),
+            acl_ids=rng.choice(acl_choices),
+            blocked_host_ids=frozenset(rng.sample(range(1, len(hosts) + 1), rng.randint(0, min(6, len(hosts))))),
+        ))
+    only_if_needed = frozenset(rng.sample(labels, rng.randint(0, 2)))
+    assert match_entries(entries, hosts, only_if_needed) == _plain_match(entries, hosts, only_if_needed)
