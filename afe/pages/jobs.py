@@ -20,9 +20,6 @@ from . import queries
 from .common import acting_user, back, paginate, plural, refuse, results_link, selected_ids
 from .forms import JobFilterForm
 
-Status = HostQueueEntry.Status
-#: Statuses after which a job needs no abort button.
-DONE = {Status.COMPLETED, Status.FAILED, Status.STOPPED, Status.ABORTED}
 
 
 def _job_filters(request: HttpRequest) -> tuple[JobFilterForm, QuerySet[Job]]:
