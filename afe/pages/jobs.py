@@ -21,7 +21,6 @@ from .common import acting_user, back, paginate, plural, refuse, results_link, s
 from .forms import JobFilterForm
 
 
-
 def _job_filters(request: HttpRequest) -> tuple[JobFilterForm, QuerySet[Job]]:
     """The filter form (owner defaults to the user) and the jobs it selects, newest first."""
     data = request.GET.copy()
