@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import Any
 
-from django.db.models import QuerySet, Sum
+from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
 from .models import Process
@@ -229,7 +229,8 @@ class DroneManager:
         return pending
 
     def refresh(self) -> None:
-        """One query for the active records, then per drone ``check`` and ``relaunch_stale``.
+        """One query for the running records and the queued ones overdue, then per drone ``check``
+        and ``relaunch_stale``.
 
         Records queued (and launched) for longer than ``start_timeout`` without
         ever being claimed are marked lost.
@@ -241,11 +242,13 @@ class DroneManager:
         self._last_refresh = now
         running: dict[str, list[Process]] = defaultdict(list)
         stale: dict[str, list[Process]] = defaultdict(list)
-        for process in Process.objects.active().filter(drone__in=list(self._backends)).with_silence():
+        # Queued records launched lately are waiting for their runner: nothing to do, so not read.
+        overdue = Q(state=Process.State.QUEUED, launched_at__isnull=False) & (
+            Q(launched_at__lt=now - self.relaunch_after) | Q(created_at__lt=now - self.start_timeout))
+        records = Process.objects.filter(Q(state=Process.State.RUNNING) | overdue, drone__in=list(self._backends))
+        for process in records.with_silence():
             if process.state == Process.State.RUNNING:
                 running[process.drone].append(process)
-            elif process.launched_at is None:
-                continue  # launch_queued's business
             elif process.created_at < now - self.start_timeout:
                 process.mark_lost(f"never started within {self.start_timeout}")
             elif process.launched_at < now - self.relaunch_after:
