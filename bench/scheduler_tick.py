@@ -419,8 +419,6 @@ def scheduler_rss() -> float:
 
 def rss_child() -> None:
     """The child of ``scheduler_rss`` (DATABASE_URL and RESULTS_DIR come from the parent)."""
-    import resource
-
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "settings")
@@ -429,10 +427,10 @@ def rss_child() -> None:
     dispatcher = make_dispatcher()
     for _ in range(2):
         timed_tick(dispatcher, rollback=True)
-    print(peak_rss_mb(resource))
+    print(peak_rss_mb())
 
 
-def peak_rss_mb(resource: Any) -> float:
+def peak_rss_mb() -> float:
     """This process's own peak RSS: Linux's VmHWM (``ru_maxrss`` would also count the parent's
     peak, which Linux carries across the exec of a child started with vfork)."""
     try:
@@ -441,6 +439,8 @@ def peak_rss_mb(resource: Any) -> float:
                 return int(line.split()[1]) / 1024
     except OSError:
         pass
+    import resource
+
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
