@@ -44,11 +44,15 @@ class SetInterner:
     """Equal sets read for thousands of entries and hosts, kept once: the entries of one owner share
     their ACL groups, most jobs share a few dependency sets and have no blocked hosts."""
 
+    EMPTY: frozenset[int] = frozenset()
+
     def __init__(self) -> None:
         self._sets: dict[frozenset[int], frozenset[int]] = {}
 
     def __call__(self, ids: Iterable[int]) -> frozenset[int]:
-        found = frozenset(ids)
+        if not ids:
+            return self.EMPTY
+        found = ids if isinstance(ids, frozenset) else frozenset(ids)
         return self._sets.setdefault(found, found)
 
 
@@ -65,17 +69,14 @@ class RequestBuilder:
         self.frozen = SetInterner()
         self._job_sets: dict[int, tuple[frozenset[int], frozenset[int], frozenset[int]]] = {}
         self._owner_sets: dict[str, frozenset[int]] = {}
+        # A job's dependency labels → (hard dependencies, provisionable labels): many jobs share a set.
+        self._splits: dict[frozenset[int], tuple[frozenset[int], frozenset[int]]] = {}
 
     def request(self, *, entry_id: int, job_id: int, priority: int, parent_job_id: int | None,
                 host_id: int | None, meta_host_id: int | None, owner: str) -> EntryRequest:
         job_sets = self._job_sets.get(job_id)
         if job_sets is None:
-            deps = self.job_labels.get(job_id, ())
-            job_sets = self._job_sets[job_id] = (
-                self.frozen(d for d in deps if self.labels.is_hard_dependency(d)),
-                self.frozen(d for d in deps if self.labels.is_provisionable(d)),
-                self.frozen(self.blocks.get(job_id, ())),
-            )
+            job_sets = self._job_sets[job_id] = (*self._split(job_id), self.frozen(self.blocks.get(job_id, ())))
         acls = self._owner_sets.get(owner)
         if acls is None:
             acls = self._owner_sets[owner] = self.frozen(self.owner_acls.get(owner, ()))
@@ -85,6 +86,14 @@ class RequestBuilder:
             host_id=host_id, meta_host_id=meta_host_id, dependency_ids=dependencies, preferred_ids=preferred,
             acl_ids=acls, blocked_host_ids=blocked,
         )
+
+    def _split(self, job_id: int) -> tuple[frozenset[int], frozenset[int]]:
+        deps = self.frozen(self.job_labels.get(job_id, ()))
+        split = self._splits.get(deps)
+        if split is None:
+            hard, preferred = self.labels.split_dependencies(deps)
+            split = self._splits[deps] = (self.frozen(hard), self.frozen(preferred))
+        return split
 
 
 class QueuedEntry(NamedTuple):

@@ -159,6 +159,7 @@ class _Explainer:
         self.sets_with_host: dict[int, set[frozenset[int]]] = defaultdict(set)
         self.drone_used = sum(d.active_processes for d in snapshot.drones if d.enabled)
         self.drone_max = sum(d.max_processes for d in snapshot.drones if d.enabled)
+        self.carrying: dict[frozenset[int], list[HostState]] = {}
         self.ready_by_job = Counter(e.request.job_id for e in snapshot.entries if e.status == EntryStatus.PENDING)
 
     def run(self) -> dict[int, Pending]:
@@ -258,8 +259,7 @@ class _Explainer:
         """The valid hosts a metahost entry may get (any state), else a refusal in words."""
         assert request.meta_host_id is not None
         required = request.dependency_ids | {request.meta_host_id}
-        rarest = min(required, key=lambda label_id: len(self.valid_by_label.get(label_id, ())))
-        carrying = [h for h in self.valid_by_label.get(rarest, ()) if required <= h.label_ids]
+        carrying = self._carrying(required)
         if not carrying:
             if len(required) == 1:
                 return [], f"no host carries label {self._names(required)}"
@@ -278,6 +278,15 @@ class _Explainer:
             return [], (f"matching hosts carry only_if_needed label{'s' * (len(flags) > 1)} {self._names(flags)}, "
                         "which the job does not ask for")
         return wanted, None
+
+    def _carrying(self, required: frozenset[int]) -> list[HostState]:
+        """The valid hosts carrying every one of these labels (entries of many jobs ask the same)."""
+        found = self.carrying.get(required)
+        if found is None:
+            rarest = min(required, key=lambda label_id: len(self.valid_by_label.get(label_id, ())))
+            found = self.carrying[required] = [h for h in self.valid_by_label.get(rarest, ())
+                                               if required <= h.label_ids]
+        return found
 
     def _host_words(self, hosts: list[HostState]) -> str:
         """What holds the eligible hosts: ``3 hosts match; all 3 busy (jobs 12, 15, 19)``."""

@@ -692,3 +692,25 @@ def test_the_matcher_agrees_with_a_plain_scan_of_every_host(seed: int, window: i
         ))
     only_if_needed = frozenset(rng.sample(labels, rng.randint(0, 2)))
     assert match_entries(entries, hosts, only_if_needed) == _plain_match(entries, hosts, only_if_needed)
+
+
+# -- building the matcher's requests from bulk rows -------------------------------------------------
+
+
+def test_a_jobs_dependencies_split_into_hard_labels_and_labels_to_provision() -> None:
+    from scheduler.assign import RequestBuilder
+    from scheduler.labels import LabelIndex
+
+    index = LabelIndex({1: "board:x", 2: "cros-version:r1", 3: "skip_provision", 4: "bluetooth"}, set())
+    build = RequestBuilder(index, job_labels={7: {1, 2, 3, 4, 99}, 8: {4, 1}}, owner_acls={"alice": {5}},
+                           blocks={8: {40}}).request
+    first = build(entry_id=1, job_id=7, priority=0, parent_job_id=None, host_id=None, meta_host_id=1, owner="alice")
+    # An unknown label (99) is still a hard dependency; special-action labels never are.
+    assert first.dependency_ids == {1, 4, 99}
+    assert first.preferred_ids == {2}
+    assert first.blocked_host_ids == frozenset() and first.acl_ids == {5}
+    second = build(entry_id=2, job_id=8, priority=0, parent_job_id=None, host_id=None, meta_host_id=1, owner="alice")
+    assert second.dependency_ids == {1, 4} and second.preferred_ids == frozenset()
+    assert second.blocked_host_ids == {40}
+    # Equal sets are kept once.
+    assert second.acl_ids is first.acl_ids
