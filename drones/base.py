@@ -26,6 +26,8 @@ from django.utils import timezone
 from .models import Process
 
 log = logging.getLogger(__name__)
+#: Records per insert statement: one statement for thousands of records holds tens of MB while it is built.
+WRITE_BATCH = 500
 
 #: The drone backends by name: the dotted path of a callable ``(DroneConfig) → list[DroneBackend]``
 #: that builds them. ``DroneManager.from_settings`` picks ``celery`` when ``CELERY_BROKER_URL``
@@ -192,7 +194,7 @@ class DroneManager:
         """
         for process in processes:
             self._check(process)
-        Process.objects.bulk_create(processes)
+        Process.objects.bulk_create(processes, batch_size=WRITE_BATCH)
 
     def _check(self, process: Process) -> None:
         if process.state != Process.State.QUEUED:

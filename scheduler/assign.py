@@ -31,6 +31,8 @@ from .transitions import EntryStatus
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
+#: Rows per insert statement: one statement for thousands of rows holds tens of MB while it is built.
+WRITE_BATCH = 1000
 
 def grouped(pairs: Iterable[tuple[K, int]]) -> defaultdict[K, set[int]]:
     """``[(a, 1), (a, 2), (b, 3)]`` → ``{a: {1, 2}, b: {3}}`` (missing keys read as empty sets)."""
@@ -234,7 +236,8 @@ def assign_hosts(
             entry.active = True  # Queued but holding its host, as the original scheduler marks it
         bind_hosts({e.pk: e.host_id for e in entries})
         IneligibleHostQueue.objects.bulk_create(
-            [IneligibleHostQueue(job_id=e.job_id, host_id=e.host_id) for e in entries], ignore_conflicts=True
+            [IneligibleHostQueue(job_id=e.job_id, host_id=e.host_id) for e in entries], ignore_conflicts=True,
+            batch_size=WRITE_BATCH,
         )
         ready = queue_prejob_tasks(entries, lab)
         put_pending(ready)
@@ -245,7 +248,8 @@ def assign_hosts(
 def bind_hosts(hosts: dict[int, int]) -> None:
     """Set each entry's host (``{entry id: host id}``) and mark it active, in four set-based
     statements whatever the number (through the scratch table ``scheduler_host_assignments``)."""
-    HostAssignment.objects.bulk_create([HostAssignment(queue_entry_id=e, host_id=h) for e, h in hosts.items()])
+    HostAssignment.objects.bulk_create([HostAssignment(queue_entry_id=e, host_id=h) for e, h in hosts.items()],
+                                       batch_size=WRITE_BATCH)
     host = HostAssignment.objects.filter(queue_entry_id=OuterRef("pk")).values("host_id")[:1]
     HostQueueEntry.objects.filter(pk__in=HostAssignment.objects.values("queue_entry_id")).update(
         host_id=Subquery(host), active=True)
@@ -276,5 +280,5 @@ def queue_prejob_tasks(entries: list[HostQueueEntry], lab: LabSnapshot) -> list[
             SpecialTask(host_id=entry.host_id, task=task, queue_entry_id=entry.pk, requested_by_id=owners[job.owner])
             for task in wanted
         ]
-    SpecialTask.objects.bulk_create(tasks)
+    SpecialTask.objects.bulk_create(tasks, batch_size=WRITE_BATCH)
     return ready

@@ -466,9 +466,10 @@ def _waiting_entry(row: dict, build: Callable[..., EntryRequest],
 def explain_pending(drones: Sequence[DroneSlot], now: datetime | None = None) -> int:
     """The tick step: explain every waiting entry and store the answers; returns how many.
 
-    A fixed number of queries however many entries wait: the eleven reads of
-    :func:`load_snapshot`, then at most four inside one transaction (see
-    ``HostQueueEntryPending.objects.replace_all``: only what changed is written).
+    Queries do not grow with the entries that wait: the eleven reads of
+    :func:`load_snapshot`, then four inside one transaction (see
+    ``HostQueueEntryPending.objects.replace_all``: only what changed is
+    written, a statement per thousand changed rows).
     """
     now = now or timezone.now()
     answers = explain(load_snapshot(drones, now))

@@ -236,6 +236,39 @@ def test_pending_step_costs_the_same_for_10_or_200_entries(scheduler, figures):
     assert counts[0] == counts[1]
 
 
+def test_stored_explanations_are_written_a_batch_at_a_time_and_only_when_changed(db, monkeypatch):
+    from afe.models import pending as stored
+    from afe.models.pending import PendingRow
+
+    monkeypatch.setattr(stored, "WRITE_BATCH", 2)
+    owner = User.system_user()
+    job = Job.create(owner=owner, name="many", control_file="x", hosts=[
+        Host.objects.create(hostname=f"batch{i}").hostname for i in range(5)])
+    ids = sorted(job.hostqueueentry_set.values_list("pk", flat=True))
+    rows = {pk: PendingRow(f"reason {pk}", place, None) for place, pk in enumerate(ids, start=1)}
+    first = datetime(2024, 5, 1, 12, 0)  # AFE's times are naive
+    later = first + timedelta(minutes=1)
+    assert HostQueueEntryPending.objects.replace_all(rows, first) == 5
+    stored_rows = {p.queue_entry_id: (p.reason, p.position) for p in HostQueueEntryPending.objects.all()}
+    assert stored_rows == {pk: (row.reason, row.position) for pk, row in rows.items()}
+
+    # One entry starts and the rest move up: four rows rewritten (two statements), one deleted.
+    moved = {pk: PendingRow(f"reason {pk}", place, None) for place, pk in enumerate(ids[1:], start=1)}
+    with CaptureQueriesContext(connection) as queries:
+        HostQueueEntryPending.objects.replace_all(moved, later)
+    writes = [q["sql"] for q in queries if q["sql"].upper().startswith("INSERT")]
+    assert len(writes) == 2
+    assert {p.queue_entry_id: p.position for p in HostQueueEntryPending.objects.all()} == \
+        {pk: row.position for pk, row in moved.items()}
+    assert set(HostQueueEntryPending.objects.values_list("computed_on", flat=True)) == {later}
+
+    # Nothing changed: nothing inserted, every row stamped with the new time.
+    with CaptureQueriesContext(connection) as queries:
+        HostQueueEntryPending.objects.replace_all(moved, later + timedelta(minutes=1))
+    assert not [q for q in queries if q["sql"].upper().startswith("INSERT")]
+    assert HostQueueEntryPending.objects.filter(computed_on=later + timedelta(minutes=1)).count() == 4
+
+
 def test_snapshot_loads_without_waiting_entries(db):
     assert load_snapshot([]).entries == ()
     assert explain_pending([]) == 0

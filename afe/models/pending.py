@@ -14,6 +14,8 @@ from django.db import connections, models
 from django.utils import timezone
 
 REASON_MAX_LENGTH = 2000
+#: Rows built and upserted per statement.
+WRITE_BATCH = 1000
 
 
 class PendingRow(NamedTuple):
@@ -33,9 +35,11 @@ class HostQueueEntryPendingQuerySet(models.QuerySet):
         """Make the table hold exactly ``{entry id: row}``, all stamped ``computed_on=now``;
         returns how many rows were given.
 
-        A fixed number of queries whatever the size, and only changes are
-        written: one read of the rows there, one upsert of the rows that are
-        new or changed, one delete of the rows of entries no longer waiting,
+        Only changes are written, in a few queries however many rows there
+        are: one read of the rows there, the upsert of the rows that are new
+        or changed (a statement per thousand rows, so that no statement holds
+        tens of MB while it is built), one delete of the rows of entries no
+        longer waiting,
         and one set-based update stamping the rest with ``now``. Estimates
         are kept to the minute (they are shown to the minute), so an
         unchanged guess is not rewritten every tick.
@@ -50,12 +54,15 @@ class HostQueueEntryPendingQuerySet(models.QuerySet):
             # MySQL's upsert takes no conflict target (the primary key is the only unique key here).
             target = ["queue_entry_id"] if connections[self.db].features.supports_update_conflicts_with_target \
                 else None
-            self.bulk_create(
-                [self.model(queue_entry_id=pk, reason=wanted[pk].reason, position=wanted[pk].position,
-                            estimated_start=wanted[pk].estimated_start, computed_on=now) for pk in changed],
-                update_conflicts=True, unique_fields=target,
-                update_fields=["reason", "position", "estimated_start", "computed_on"],
-            )
+            # Built and written a batch at a time: thousands of model instances at once cost tens of MB.
+            for start in range(0, len(changed), WRITE_BATCH):
+                self.bulk_create(
+                    [self.model(queue_entry_id=pk, reason=wanted[pk].reason, position=wanted[pk].position,
+                                estimated_start=wanted[pk].estimated_start, computed_on=now)
+                     for pk in changed[start:start + WRITE_BATCH]],
+                    update_conflicts=True, unique_fields=target,
+                    update_fields=["reason", "position", "estimated_start", "computed_on"],
+                )
         gone = [pk for pk in there if pk not in wanted]
         for start in range(0, len(gone), 10_000):
             self.filter(pk__in=gone[start:start + 10_000]).delete()
