@@ -49,10 +49,11 @@ def inside(root: Path | str, *parts: str, root_resolved: bool = False) -> Path:
     ``root_resolved``: ``root`` is already an absolute, resolved path (as this
     function returns), so it is not resolved again.
     """
-    base = Path(root) if root_resolved else Path(root).resolve()
+    base = str(root) if root_resolved else os.path.realpath(root)
     for part in parts:
         check_part(part)
-    target = base.joinpath(*parts).resolve()
-    if target != base and base not in target.parents:
+    # os.path.realpath and a prefix test: a tick names thousands of paths, pathlib's way costs 3x.
+    target = os.path.realpath(os.path.join(base, *parts))
+    if target != base and not target.startswith(base.rstrip(os.sep) + os.sep):
         raise UnsafePath(f"{'/'.join(parts)!r} resolves to {target}, outside {base}")
-    return target
+    return Path(target)
