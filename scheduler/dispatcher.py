@@ -22,7 +22,7 @@ from .cleanup import PeriodicCleanup
 from .context import SchedulerContext
 from .groups import EntryGroup, group_entries, latest_processes
 from .hosts import release_idle_hosts
-from .pending import explain_pending
+from .pending import LastExplanation, explain_pending
 from .postjob_rules import needs_crashinfo
 from .recovery import recover
 from .throttle import DroneSlot, StartRequest, admit, parse_admission
@@ -68,6 +68,8 @@ class Dispatcher:
     def __init__(self, ctx: SchedulerContext) -> None:
         self.ctx = ctx
         self.cleanup = PeriodicCleanup(ctx)
+        # What the stored pending explanations were computed from: an idle tick does not explain again.
+        self.explained = LastExplanation()
         # The last error of each item that keeps failing: logged in full once, not every tick.
         self.failing: dict[object, str] = {}
 
@@ -89,7 +91,7 @@ class Dispatcher:
             ("work_started", self.start_work),
             ("processes_launched", self.ctx.drones.launch_queued),
             ("hosts_released", release_idle_hosts),
-            ("pending_explained", lambda: explain_pending(self._drone_slots(), self.ctx.clock())),
+            ("pending_explained", lambda: explain_pending(self._drone_slots(), self.ctx.clock(), self.explained)),
             ("cleanup", self.cleanup.run_due),
             ("mails_sent", self.ctx.notifier.flush),
         ]

@@ -269,6 +269,41 @@ def test_stored_explanations_are_written_a_batch_at_a_time_and_only_when_changed
     assert HostQueueEntryPending.objects.filter(computed_on=later + timedelta(minutes=1)).count() == 4
 
 
+def test_a_lab_where_nothing_moved_is_not_explained_again_until_it_changes(scheduler, lab, owner, make_host):
+    from scheduler.pending import REFRESH_SECONDS, LastExplanation
+
+    job = job_on_vanished_label(owner, make_host, "board:z")
+    waiting_host = make_job(owner, hosts=["locked1"])
+    last = LastExplanation()
+    first = datetime(2024, 5, 1, 12, 0)
+    assert explain_pending([], first, last) == 2
+    assert pending_of(job).reason == "no host carries label board:z"
+
+    def explain_at(moment: datetime) -> list[str]:
+        with CaptureQueriesContext(connection) as queries:
+            assert explain_pending([], moment, last) == 2
+        return [q["sql"] for q in queries if q["sql"].upper().startswith(("INSERT", "DELETE"))]
+
+    # Nothing changed: the rows are only stamped with the new time.
+    assert explain_at(first + timedelta(seconds=5)) == []
+    assert set(HostQueueEntryPending.objects.values_list("computed_on", flat=True)) == {first + timedelta(seconds=5)}
+    # A change outside the scheduler (the host's lock reason) is seen on the next tick.
+    Host.objects.filter(hostname="locked1").update(lock_reason="moved to rack 3")
+    assert explain_at(first + timedelta(seconds=10)) != []
+    assert pending_of(waiting_host).reason == "locked1 is locked: moved to rack 3"
+    # A row that vanished under the scheduler is written again at once.
+    HostQueueEntryPending.objects.filter(queue_entry__job=job).delete()
+    explain_at(first + timedelta(seconds=15))
+    assert pending_of(job).reason == "no host carries label board:z"
+    # While nothing the scheduler reads changes, nothing is explained again (a row edited by hand stays)...
+    HostQueueEntryPending.objects.update(reason="edited by hand")
+    assert explain_at(first + timedelta(seconds=20)) == []
+    assert pending_of(job).reason == "edited by hand"
+    # ...until REFRESH_SECONDS after the last explaining: estimates age with the clock.
+    explain_at(first + timedelta(seconds=15 + REFRESH_SECONDS))
+    assert pending_of(job).reason == "no host carries label board:z"
+
+
 def test_snapshot_loads_without_waiting_entries(db):
     assert load_snapshot([]).entries == ()
     assert explain_pending([]) == 0
