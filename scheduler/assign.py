@@ -117,8 +117,21 @@ def queued_entries() -> list[QueuedEntry]:
     ).values_list("pk", "job_id", "host_id", "meta_host_id", "job__priority", "job__parent_job_id", "job__owner")]
 
 
-def schedule_new_jobs(ctx: SchedulerContext) -> int:
-    """Start queued hostless entries and assign hosts to the others; returns how many entries moved."""
+@dataclass
+class FruitlessMatch:
+    """The fingerprint of the last matching inputs (requests, free hosts, ``only_if_needed`` labels)
+    that gave no entry a host. Matching is a pure function of them, so the same inputs again give
+    nothing again: a tick where nothing moved skips it. Held by the dispatcher, never stored."""
+
+    digest: int | None = None
+
+
+def schedule_new_jobs(ctx: SchedulerContext, fruitless: FruitlessMatch | None = None) -> int:
+    """Start queued hostless entries and assign hosts to the others; returns how many entries moved.
+
+    With ``fruitless``, a pass whose inputs equal those of the last pass that
+    matched nothing is skipped (see :class:`FruitlessMatch`).
+    """
     pending = queued_entries()
     hostless = [e.pk for e in pending if e.host_id is None and e.meta_host_id is None]
     if hostless:
@@ -130,7 +143,13 @@ def schedule_new_jobs(ctx: SchedulerContext) -> int:
     if not with_hosts:
         return len(hostless)
     lab = LabSnapshot.load(with_hosts)
-    assignments = match_entries(lab.requests(with_hosts), lab.candidates(), lab.only_if_needed)
+    requests, candidates = lab.requests(with_hosts), lab.candidates()
+    digest = hash((tuple(requests), tuple(candidates), lab.only_if_needed))
+    if fruitless is not None and fruitless.digest == digest:
+        return len(hostless)
+    assignments = match_entries(requests, candidates, lab.only_if_needed)
+    if fruitless is not None:
+        fruitless.digest = None if assignments else digest
     if assignments:
         entries = list(HostQueueEntry.objects.filter(pk__in=list(assignments)).select_related("job"))
         assign_hosts(ctx, entries, assignments, lab)

@@ -17,7 +17,7 @@ from drones.models import Process
 
 from . import aborts
 from .agents import Family, jobs, postjob, special_tasks
-from .assign import schedule_new_jobs
+from .assign import FruitlessMatch, schedule_new_jobs
 from .cleanup import PeriodicCleanup
 from .context import SchedulerContext
 from .groups import EntryGroup, group_entries, latest_processes
@@ -68,10 +68,16 @@ class Dispatcher:
     def __init__(self, ctx: SchedulerContext) -> None:
         self.ctx = ctx
         self.cleanup = PeriodicCleanup(ctx)
-        # What the stored pending explanations were computed from: an idle tick does not explain again.
-        self.explained = LastExplanation()
+        # What the last fruitless matching and the stored explanations were computed from:
+        # an idle tick neither matches nor explains again.
+        self.start_afresh()
         # The last error of each item that keeps failing: logged in full once, not every tick.
         self.failing: dict[object, str] = {}
+
+    def start_afresh(self) -> None:
+        """Forget what the last ticks found unchanged: the next tick matches and explains in full."""
+        self.fruitless = FruitlessMatch()
+        self.explained = LastExplanation()
 
     def initialize(self, recover_hosts: bool = False) -> None:
         """Repair what a crash may have left behind, then run the start-up upkeep."""
@@ -87,7 +93,7 @@ class Dispatcher:
             ("entries_aborted", lambda: aborts.handle_aborted_entries(self.ctx)),
             ("tasks_aborted", lambda: aborts.handle_aborted_special_tasks(self.ctx)),
             ("tasks_cancelled", special_tasks.cancel_unwanted_queued_tasks),
-            ("entries_scheduled", lambda: schedule_new_jobs(self.ctx)),
+            ("entries_scheduled", lambda: schedule_new_jobs(self.ctx, self.fruitless)),
             ("work_started", self.start_work),
             ("processes_launched", self.ctx.drones.launch_queued),
             ("hosts_released", release_idle_hosts),

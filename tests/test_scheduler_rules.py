@@ -68,6 +68,22 @@ class TestMatchingAgainstTheDatabase:
         schedule_new_jobs(scheduler.ctx)
         assert entry(j).active
 
+    def test_a_pass_that_matched_nothing_is_not_repeated_until_its_inputs_change(self, scheduler, lab, owner,
+                                                                                  monkeypatch):
+        from scheduler import assign
+
+        passes = []
+        real_match = assign.match_entries
+        monkeypatch.setattr(assign, "match_entries", lambda *args: passes.append(1) or real_match(*args))
+        j = job(owner, hosts=["host1"])  # host1 is still leased: nothing can match
+        fruitless = assign.FruitlessMatch()
+        assert assign.schedule_new_jobs(scheduler.ctx, fruitless) == 0
+        assert assign.schedule_new_jobs(scheduler.ctx, fruitless) == 0
+        assert len(passes) == 1  # the same inputs: the second pass was skipped
+        release_idle_hosts()  # host1 free: the inputs changed
+        assert assign.schedule_new_jobs(scheduler.ctx, fruitless) == 1
+        assert len(passes) == 2 and entry(j).active and fruitless.digest is None
+
     def test_hosts_outside_the_owners_acls_are_not_used(self, scheduler, lab, make_host):
         """S5: a metahost entry needs a host sharing an ACL group with the job's owner."""
         alice = User.objects.create(login="alice2")
