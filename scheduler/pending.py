@@ -501,15 +501,15 @@ def explain_pending(drones: Sequence[DroneSlot], now: datetime | None = None,
     written, a statement per thousand changed rows). With ``last``: when
     nothing the explanations are computed from has changed since they were
     stored (less than ``REFRESH_SECONDS`` ago, as estimates age), they are
-    only stamped with ``now`` (a lab where nothing moves costs the reads, not
-    the explaining).
+    left as they are, ``computed_on`` included (a lab where nothing moves
+    costs the reads and a count, not the explaining and a write per row).
     """
     now = now or timezone.now()
     snapshot = load_snapshot(drones, now)
     digest = snapshot.digest()
     if last is not None and last.still_holds(digest, now):
-        # Every row must still be there to be stamped; anything else means the table changed under us.
-        if HostQueueEntryPending.objects.update(computed_on=now) == len(snapshot.entries):
+        # Every row must still be there; anything else means the table changed under us.
+        if HostQueueEntryPending.objects.count() == len(snapshot.entries):
             return len(snapshot.entries)
     answers = explain(snapshot)
     rows = {pk: PendingRow(p.reason, p.position, p.estimated_start) for pk, p in answers.items()}
