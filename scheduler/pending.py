@@ -2,9 +2,11 @@
 
 :func:`explain` is the decision: pure, over the plain values of a
 :class:`PendingSnapshot`, like :mod:`scheduler.matching` and
-:mod:`scheduler.throttle`. :func:`explain_pending` is the tick step: it loads
-the snapshot in a fixed number of queries (never one per entry), explains, and
-stores the answers in ``afe_host_queue_entry_pending`` in two more.
+:mod:`scheduler.throttle`. :func:`explain_pending` is the tick step: it reads
+the rows around the waiting entries in a fixed number of queries (never one
+per entry), and unless they are what the stored answers were computed from,
+groups them into a snapshot, explains, and stores the answers in
+``afe_host_queue_entry_pending`` in a few more.
 
 Waiting entries are those neither complete nor aborted in status Queued (no
 host yet, or a host and its pre-job task still to run), Pending (a
@@ -128,14 +130,6 @@ class PendingSnapshot:
     only_if_needed: frozenset[int] = frozenset()
     drones: Sequence[DroneSlot] = ()
     durations: Mapping[int, Sequence[float]] = field(default_factory=dict)
-
-    def digest(self) -> int:
-        """A fingerprint of everything :func:`explain` reads but ``now``: snapshots with equal
-        digests give the same reasons and positions."""
-        return hash((
-            tuple(self.entries), tuple(self.hosts), tuple(sorted(self.label_names.items())), self.only_if_needed,
-            tuple(self.drones), tuple(sorted((pk, tuple(d)) for pk, d in self.durations.items())),
-        ))
 
 
 def explain(snapshot: PendingSnapshot) -> dict[int, Pending]:
@@ -388,88 +382,127 @@ class _Explainer:
 # -- the tick step ------------------------------------------------------------------------------
 
 
-def load_snapshot(drones: Sequence[DroneSlot], now: datetime | None = None) -> PendingSnapshot:
+@dataclass(frozen=True)
+class PendingRows:
+    """The rows explanations are computed from, as read (tuples, not yet grouped), and the drones.
+
+    :meth:`digest` fingerprints them: equal digests give the same reasons and
+    positions, so an unchanged lab is recognised before anything is built.
+    """
+
+    entries: list[tuple]
+    labels: list[tuple] = field(default_factory=list)
+    job_labels: list[tuple] = field(default_factory=list)
+    owner_acls: list[tuple] = field(default_factory=list)
+    blocks: list[tuple] = field(default_factory=list)
+    hosts: list[tuple] = field(default_factory=list)
+    host_labels: list[tuple] = field(default_factory=list)
+    host_acls: list[tuple] = field(default_factory=list)
+    on_host: list[tuple] = field(default_factory=list)
+    tasks: list[tuple] = field(default_factory=list)
+    history: list[tuple] = field(default_factory=list)
+    drones: Sequence[DroneSlot] = ()
+
+    def digest(self) -> int:
+        return hash((
+            tuple(self.entries), tuple(self.labels), tuple(self.job_labels), tuple(self.owner_acls),
+            tuple(self.blocks), tuple(self.hosts), tuple(self.host_labels), tuple(self.host_acls),
+            tuple(self.on_host), tuple(self.tasks), tuple(self.history), tuple(self.drones),
+        ))
+
+
+def read_rows(drones: Sequence[DroneSlot]) -> PendingRows:
     """Read the waiting entries and the lab around them in eleven queries, however many there are."""
-    now = now or timezone.now()
-    entries = list(
-        HostQueueEntry.objects.filter(status__in=WAITING_STATUSES, complete=False, aborted=False).values(
-            "id", "job_id", "host_id", "meta_host_id", "status", "active", "job__owner", "job__priority",
-            "job__parent_job_id", "job__synch_count")
-    )
-    if not entries:
-        return PendingSnapshot(entries=(), hosts=(), label_names={}, now=now, drones=drones)
     waiting = HostQueueEntry.objects.filter(status__in=WAITING_STATUSES, complete=False, aborted=False)
+    entries = list(waiting.order_by("id").values_list(
+        "id", "job_id", "host_id", "meta_host_id", "status", "active", "job__owner", "job__priority",
+        "job__parent_job_id", "job__synch_count"))
+    if not entries:
+        return PendingRows(entries=entries, drones=drones)
     job_ids = waiting.values("job_id")
-    labels = {pk: (name, flag) for pk, name, flag in Label.objects.values_list("id", "name", "only_if_needed")}
-    index = LabelIndex({pk: name for pk, (name, _) in labels.items()}, set())
-    job_labels = grouped(Job.dependency_labels.through.objects.filter(job_id__in=job_ids).values_list(
-        "job_id", "label_id"))
-    owner_acls = grouped(AclGroup.users.through.objects.filter(
-        user__login__in=waiting.values("job__owner")).values_list("user__login", "aclgroup_id"))
-    blocks = grouped(IneligibleHostQueue.objects.filter(job_id__in=job_ids).values_list("job_id", "host_id"))
-    in_scope = Q(invalid=False) | Q(pk__in=waiting.filter(host__isnull=False).values("host_id"))
-    host_rows = list(Host.objects.filter(in_scope).values(
-        "id", "hostname", "locked", "locked_by__login", "lock_reason", "leased", "invalid", "status"))
-    host_labels = grouped(Host.labels.through.objects.filter(host__in=Host.objects.filter(in_scope)).values_list(
-        "host_id", "label_id"))
-    host_acls = grouped(AclGroup.hosts.through.objects.filter(host__in=Host.objects.filter(in_scope)).values_list(
-        "host_id", "aclgroup_id"))
+    in_scope = Host.objects.filter(Q(invalid=False) | Q(pk__in=waiting.filter(host__isnull=False).values("host_id")))
+    return PendingRows(
+        entries=entries,
+        labels=list(Label.objects.order_by("id").values_list("id", "name", "only_if_needed")),
+        job_labels=list(Job.dependency_labels.through.objects.filter(job_id__in=job_ids).values_list(
+            "job_id", "label_id")),
+        owner_acls=list(AclGroup.users.through.objects.filter(
+            user__login__in=waiting.values("job__owner")).values_list("user__login", "aclgroup_id")),
+        blocks=list(IneligibleHostQueue.objects.filter(job_id__in=job_ids).values_list("job_id", "host_id")),
+        hosts=list(in_scope.order_by("id").values_list(
+            "id", "hostname", "locked", "locked_by__login", "lock_reason", "leased", "invalid", "status")),
+        host_labels=list(Host.labels.through.objects.filter(host__in=in_scope).values_list("host_id", "label_id")),
+        host_acls=list(AclGroup.hosts.through.objects.filter(host__in=in_scope).values_list(
+            "host_id", "aclgroup_id")),
+        on_host=list(HostQueueEntry.objects.filter(active=True, host__isnull=False).values_list(
+            "host_id", "job_id", "started_on")),
+        tasks=list(SpecialTask.objects.filter(is_complete=False).values_list(
+            "host_id", "queue_entry_id", "task", "is_active")),
+        history=list(HostQueueEntry.objects.filter(
+            complete=True, host__isnull=False, started_on__isnull=False, finished_on__isnull=False,
+            status__in=[EntryStatus.COMPLETED, EntryStatus.FAILED],
+        ).order_by("-finished_on").values_list("host_id", "started_on", "finished_on")[:HISTORY_SIZE]),
+        drones=drones,
+    )
+
+
+def snapshot_of(rows: PendingRows, now: datetime) -> PendingSnapshot:
+    """The rows grouped into the plain values :func:`explain` reads."""
+    if not rows.entries:
+        return PendingSnapshot(entries=(), hosts=(), label_names={}, now=now, drones=rows.drones)
+    index = LabelIndex({pk: name for pk, name, _ in rows.labels}, set())
+    host_labels, host_acls = grouped(rows.host_labels), grouped(rows.host_acls)
     on_host: dict[int, list[tuple[int, datetime | None]]] = defaultdict(list)
-    for host_id, job_id, started_on in HostQueueEntry.objects.filter(active=True, host__isnull=False).values_list(
-            "host_id", "job_id", "started_on"):
+    for host_id, job_id, started_on in rows.on_host:
         on_host[host_id].append((job_id, started_on))
     running_task: dict[int, str] = {}
     prejob: dict[int, tuple[str, bool]] = {}
-    for host_id, entry_id, task, is_active in SpecialTask.objects.filter(is_complete=False).values_list(
-            "host_id", "queue_entry_id", "task", "is_active"):
+    for host_id, entry_id, task, is_active in rows.tasks:
         if is_active:
             running_task[host_id] = task
         if entry_id is not None and (entry_id not in prejob or is_active):
             prejob[entry_id] = (task, is_active)
     durations: dict[int, list[float]] = defaultdict(list)
-    history = HostQueueEntry.objects.filter(
-        complete=True, host__isnull=False, started_on__isnull=False, finished_on__isnull=False,
-        status__in=[EntryStatus.COMPLETED, EntryStatus.FAILED],
-    ).order_by("-finished_on").values_list("host_id", "started_on", "finished_on")[:HISTORY_SIZE]
-    for host_id, started_on, finished_on in history:
+    for host_id, started_on, finished_on in rows.history:
         durations[host_id].append(max((finished_on - started_on).total_seconds(), 0.0))
 
     frozen = SetInterner()
     hosts = []
-    for row in host_rows:
-        pk = row["id"]
+    for pk, hostname, locked, locked_by, lock_reason, leased, invalid, status in rows.hosts:
         jobs = on_host.get(pk, [])
         starts = [s for _, s in jobs if s is not None]
         hosts.append(HostState(
-            id=pk, hostname=row["hostname"], label_ids=frozen(host_labels.get(pk, ())),
-            acl_ids=frozen(host_acls.get(pk, ())),
-            locked=row["locked"], locked_by=row["locked_by__login"], lock_reason=row["lock_reason"] or "",
-            leased=row["leased"], invalid=row["invalid"], status=row["status"],
+            id=pk, hostname=hostname, label_ids=frozen(host_labels.get(pk, ())),
+            acl_ids=frozen(host_acls.get(pk, ())), locked=locked, locked_by=locked_by,
+            lock_reason=lock_reason or "", leased=leased, invalid=invalid, status=status,
             job_ids=tuple(sorted({j for j, _ in jobs})), busy_since=min(starts, default=None),
             task=running_task.get(pk),
         ))
-    build = RequestBuilder(index, job_labels, owner_acls, blocks).request
+    build = RequestBuilder(index, grouped(rows.job_labels), grouped(rows.owner_acls), grouped(rows.blocks)).request
     return PendingSnapshot(
-        entries=[_waiting_entry(e, build, prejob) for e in entries],
+        entries=[_waiting_entry(e, build, prejob) for e in rows.entries],
         hosts=hosts,
         label_names=index.names,
         now=now,
-        only_if_needed=frozenset(pk for pk, (_, flag) in labels.items() if flag),
-        drones=drones,
+        only_if_needed=frozenset(pk for pk, _, flag in rows.labels if flag),
+        drones=rows.drones,
         durations=durations,
     )
 
 
-def _waiting_entry(row: dict, build: Callable[..., EntryRequest],
+def load_snapshot(drones: Sequence[DroneSlot], now: datetime | None = None) -> PendingSnapshot:
+    """Read the waiting entries and the lab around them (see :func:`read_rows`) as a snapshot."""
+    return snapshot_of(read_rows(drones), now or timezone.now())
+
+
+def _waiting_entry(row: tuple, build: Callable[..., EntryRequest],
                    prejob: Mapping[int, tuple[str, bool]]) -> WaitingEntry:
-    task, running = prejob.get(row["id"], (None, False))
+    pk, job_id, host_id, meta_host_id, status, active, owner, priority, parent_job_id, synch_count = row
+    task, running = prejob.get(pk, (None, False))
     return WaitingEntry(
-        request=build(
-            entry_id=row["id"], job_id=row["job_id"], priority=row["job__priority"],
-            parent_job_id=row["job__parent_job_id"], host_id=row["host_id"], meta_host_id=row["meta_host_id"],
-            owner=row["job__owner"],
-        ),
-        status=row["status"], active=row["active"], synch_count=row["job__synch_count"] or 1,
+        request=build(entry_id=pk, job_id=job_id, priority=priority, parent_job_id=parent_job_id,
+                      host_id=host_id, meta_host_id=meta_host_id, owner=owner),
+        status=status, active=active, synch_count=synch_count or 1,
         prejob_task=task, prejob_task_running=running,
     )
 
@@ -496,7 +529,7 @@ def explain_pending(drones: Sequence[DroneSlot], now: datetime | None = None,
     """The tick step: explain every waiting entry and store the answers; returns how many.
 
     Queries do not grow with the entries that wait: the eleven reads of
-    :func:`load_snapshot`, then four inside one transaction (see
+    :func:`read_rows`, then four inside one transaction (see
     ``HostQueueEntryPending.objects.replace_all``: only what changed is
     written, a statement per thousand changed rows). With ``last``: when
     nothing the explanations are computed from has changed since they were
@@ -505,16 +538,16 @@ def explain_pending(drones: Sequence[DroneSlot], now: datetime | None = None,
     costs the reads and a count, not the explaining and a write per row).
     """
     now = now or timezone.now()
-    snapshot = load_snapshot(drones, now)
-    digest = snapshot.digest()
+    rows = read_rows(drones)
+    digest = rows.digest()
     if last is not None and last.still_holds(digest, now):
         # Every row must still be there; anything else means the table changed under us.
-        if HostQueueEntryPending.objects.count() == len(snapshot.entries):
-            return len(snapshot.entries)
-    answers = explain(snapshot)
-    rows = {pk: PendingRow(p.reason, p.position, p.estimated_start) for pk, p in answers.items()}
+        if HostQueueEntryPending.objects.count() == len(rows.entries):
+            return len(rows.entries)
+    answers = explain(snapshot_of(rows, now))
+    stored = {pk: PendingRow(p.reason, p.position, p.estimated_start) for pk, p in answers.items()}
     with transaction.atomic():
-        explained = HostQueueEntryPending.objects.replace_all(rows, now)
+        explained = HostQueueEntryPending.objects.replace_all(stored, now)
     if last is not None:
         last.digest, last.at = digest, now
     return explained
