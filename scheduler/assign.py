@@ -5,6 +5,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import NamedTuple, TypeVar
 
 from django.db import transaction
@@ -119,8 +120,8 @@ def queued_entries() -> list[QueuedEntry]:
 
 @dataclass
 class FruitlessMatch:
-    """The fingerprint of the last matching inputs (requests, free hosts, ``only_if_needed`` labels)
-    that gave no entry a host. Matching is a pure function of them, so the same inputs again give
+    """The fingerprint of the last matching inputs (the rows of a :class:`LabSnapshot` and its
+    entries) that gave no entry a host. Matching is a pure function of them, so the same inputs again give
     nothing again: a tick where nothing moved skips it. Held by the dispatcher, never stored."""
 
     digest: int | None = None
@@ -143,13 +144,11 @@ def schedule_new_jobs(ctx: SchedulerContext, fruitless: FruitlessMatch | None = 
     if not with_hosts:
         return len(hostless)
     lab = LabSnapshot.load(with_hosts)
-    requests, candidates = lab.requests(with_hosts), lab.candidates()
-    digest = hash((tuple(requests), tuple(candidates), lab.only_if_needed))
-    if fruitless is not None and fruitless.digest == digest:
+    if fruitless is not None and fruitless.digest == lab.digest:
         return len(hostless)
-    assignments = match_entries(requests, candidates, lab.only_if_needed)
+    assignments = match_entries(lab.requests(with_hosts), lab.candidates(), lab.only_if_needed)
     if fruitless is not None:
-        fruitless.digest = None if assignments else digest
+        fruitless.digest = None if assignments else lab.digest
     if assignments:
         entries = list(HostQueueEntry.objects.filter(pk__in=list(assignments)).select_related("job"))
         assign_hosts(ctx, entries, assignments, lab)
@@ -158,16 +157,39 @@ def schedule_new_jobs(ctx: SchedulerContext, fruitless: FruitlessMatch | None = 
 
 @dataclass
 class LabSnapshot:
-    """What matching and pre-job selection need, read in a fixed number of queries."""
+    """What matching and pre-job selection need, read in a fixed number of queries.
 
-    job_labels: defaultdict[int, set[int]]
-    owner_acls: defaultdict[str, set[int]]
-    blocks: defaultdict[int, set[int]]
+    ``rows`` are the (id, id) pairs read, grouped into sets only when asked
+    for (``job_labels``, ``host_labels``...): a tick that finds ``digest``
+    unchanged never groups them.
+    """
+
+    rows: dict[str, list[tuple]]
     hosts: dict[int, dict]
-    host_labels: defaultdict[int, set[int]]
-    host_acls: defaultdict[int, set[int]]
     labels: LabelIndex
     only_if_needed: frozenset[int]
+    #: A fingerprint of the rows read (and the entries): equal digests match alike.
+    digest: int = 0
+
+    @cached_property
+    def job_labels(self) -> defaultdict[int, set[int]]:
+        return grouped(self.rows["job_labels"])
+
+    @cached_property
+    def owner_acls(self) -> defaultdict[str, set[int]]:
+        return grouped(self.rows["owner_acls"])
+
+    @cached_property
+    def blocks(self) -> defaultdict[int, set[int]]:
+        return grouped(self.rows["blocks"])
+
+    @cached_property
+    def host_labels(self) -> defaultdict[int, set[int]]:
+        return grouped(self.rows["host_labels"])
+
+    @cached_property
+    def host_acls(self) -> defaultdict[int, set[int]]:
+        return grouped(self.rows["host_acls"])
 
     @classmethod
     def load(cls, entries: list[QueuedEntry]) -> LabSnapshot:
@@ -184,25 +206,27 @@ class LabSnapshot:
         free = Host.objects.filter(leased=False, locked=False).exclude(pk__in=busy)
         hosts = {h["id"]: h for h in free.values(
             "id", "hostname", "leased", "locked", "invalid", "dirty", "protection")}
-        job_labels = grouped(Job.dependency_labels.through.objects.filter(job_id__in=queued_jobs).values_list(
-            "job_id", "label_id"))
-        host_labels = grouped(Host.labels.through.objects.filter(host_id__in=free.values("id")).values_list(
-            "host_id", "label_id"))
-        label_ids = {l for ids in (*job_labels.values(), *host_labels.values()) for l in ids}
-        label_ids |= {e.meta_host_id for e in entries if e.meta_host_id}
-        return cls(
-            job_labels=job_labels,
-            owner_acls=grouped(AclGroup.users.through.objects.filter(user__login__in=owners).values_list(
+        rows = {
+            "job_labels": list(Job.dependency_labels.through.objects.filter(job_id__in=queued_jobs).values_list(
+                "job_id", "label_id")),
+            "host_labels": list(Host.labels.through.objects.filter(host_id__in=free.values("id")).values_list(
+                "host_id", "label_id")),
+            "owner_acls": list(AclGroup.users.through.objects.filter(user__login__in=owners).values_list(
                 "user__login", "aclgroup_id")),
-            blocks=grouped(IneligibleHostQueue.objects.filter(job_id__in=queued_jobs).values_list(
+            "blocks": list(IneligibleHostQueue.objects.filter(job_id__in=queued_jobs).values_list(
                 "job_id", "host_id")),
-            hosts=hosts,
-            host_labels=host_labels,
-            host_acls=grouped(AclGroup.hosts.through.objects.filter(host_id__in=free.values("id")).values_list(
+            "host_acls": list(AclGroup.hosts.through.objects.filter(host_id__in=free.values("id")).values_list(
                 "host_id", "aclgroup_id")),
-            labels=load_label_index(label_ids),
-            only_if_needed=frozenset(Label.objects.filter(only_if_needed=True).values_list("id", flat=True)),
-        )
+        }
+        label_ids = {label_id for _, label_id in (*rows["job_labels"], *rows["host_labels"])}
+        label_ids |= {e.meta_host_id for e in entries if e.meta_host_id}
+        labels = load_label_index(label_ids)
+        only_if_needed = frozenset(Label.objects.filter(only_if_needed=True).values_list("id", flat=True))
+        digest = hash((
+            tuple(entries), tuple(tuple(h.values()) for h in hosts.values()), *(tuple(r) for r in rows.values()),
+            tuple(sorted(labels.names.items())), only_if_needed,
+        ))
+        return cls(rows=rows, hosts=hosts, labels=labels, only_if_needed=only_if_needed, digest=digest)
 
     def requests(self, entries: list[QueuedEntry]) -> list[EntryRequest]:
         build = RequestBuilder(self.labels, self.job_labels, self.owner_acls, self.blocks).request
