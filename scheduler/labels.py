@@ -18,12 +18,6 @@ class LabelIndex:
     names: dict[int, str]
     platforms: set[int]
 
-    def is_hard_dependency(self, label_id: int) -> bool:
-        return label_id not in self._not_hard
-
-    def is_provisionable(self, label_id: int) -> bool:
-        return label_id in self._provisionable
-
     def split_dependencies(self, label_ids: frozenset[int]) -> tuple[frozenset[int], frozenset[int]]:
         """A job's dependency labels as (hard dependencies, provisionable labels): set operations,
         not a name test per label (a tick splits the labels of thousands of jobs)."""

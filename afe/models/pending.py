@@ -39,8 +39,8 @@ class HostQueueEntryPendingQuerySet(models.QuerySet):
         are: one read of the rows there, the upsert of the rows that are new
         or changed (a statement per thousand rows, so that no statement holds
         tens of MB while it is built), one delete of the rows of entries no
-        longer waiting,
-        and one set-based update stamping the rest with ``now``. Estimates
+        longer waiting, and one set-based update stamping the rest with
+        ``now``. Estimates
         are kept to the minute (they are shown to the minute), so an
         unchanged guess is not rewritten every tick.
         """
