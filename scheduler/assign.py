@@ -29,6 +29,7 @@ from .matching import EntryRequest, HostCandidate, match_entries
 from .models import HostAssignment
 from .synch import put_pending, run_ready_jobs
 from .transitions import EntryStatus
+from .unchanged import LastRun
 
 log = logging.getLogger(__name__)
 K = TypeVar("K")
@@ -118,20 +119,12 @@ def queued_entries() -> list[QueuedEntry]:
     ).values_list("pk", "job_id", "host_id", "meta_host_id", "job__priority", "job__parent_job_id", "job__owner")]
 
 
-@dataclass
-class FruitlessMatch:
-    """The fingerprint of the last matching inputs (the rows of a :class:`LabSnapshot` and its
-    entries) that gave no entry a host. Matching is a pure function of them, so the same inputs again give
-    nothing again: a tick where nothing moved skips it. Held by the dispatcher, never stored."""
-
-    digest: int | None = None
-
-
-def schedule_new_jobs(ctx: SchedulerContext, fruitless: FruitlessMatch | None = None) -> int:
+def schedule_new_jobs(ctx: SchedulerContext, fruitless: LastRun | None = None) -> int:
     """Start queued hostless entries and assign hosts to the others; returns how many entries moved.
 
-    With ``fruitless``, a pass whose inputs equal those of the last pass that
-    matched nothing is skipped (see :class:`FruitlessMatch`).
+    ``fruitless``: the last matching pass that gave no entry a host. Matching
+    is a pure function of the rows :class:`LabSnapshot` reads, so a pass on
+    the same rows (within ``fruitless.max_age``) is skipped.
     """
     pending = queued_entries()
     hostless = [e.pk for e in pending if e.host_id is None and e.meta_host_id is None]
@@ -144,11 +137,12 @@ def schedule_new_jobs(ctx: SchedulerContext, fruitless: FruitlessMatch | None = 
     if not with_hosts:
         return len(hostless)
     lab = LabSnapshot.load(with_hosts)
-    if fruitless is not None and fruitless.digest == lab.digest:
+    now = ctx.clock()
+    if fruitless is not None and fruitless.still_holds(lab.digest, now):
         return len(hostless)
     assignments = match_entries(lab.requests(with_hosts), lab.candidates(), lab.only_if_needed)
     if fruitless is not None:
-        fruitless.digest = None if assignments else lab.digest
+        fruitless.ran(None if assignments else lab.digest, now)
     if assignments:
         entries = list(HostQueueEntry.objects.filter(pk__in=list(assignments)).select_related("job"))
         assign_hosts(ctx, entries, assignments, lab)

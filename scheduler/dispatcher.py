@@ -17,15 +17,16 @@ from drones.models import Process
 
 from . import aborts
 from .agents import Family, jobs, postjob, special_tasks
-from .assign import FruitlessMatch, schedule_new_jobs
+from .assign import schedule_new_jobs
 from .cleanup import PeriodicCleanup
 from .context import SchedulerContext
 from .groups import EntryGroup, group_entries, latest_processes
 from .hosts import release_idle_hosts
-from .pending import LastExplanation, explain_pending
+from .pending import explain_pending
 from .postjob_rules import needs_crashinfo
 from .recovery import recover
 from .throttle import DroneSlot, StartRequest, admit, parse_admission
+from .unchanged import LastRun
 from .transitions import EntryStatus
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,8 @@ class Dispatcher:
 
     def start_afresh(self) -> None:
         """Forget what the last ticks found unchanged: the next tick matches and explains in full."""
-        self.fruitless = FruitlessMatch()
-        self.explained = LastExplanation()
+        self.fruitless = LastRun()
+        self.explained = LastRun()
 
     def initialize(self, recover_hosts: bool = False) -> None:
         """Repair what a crash may have left behind, then run the start-up upkeep."""

@@ -34,15 +34,13 @@ from .labels import LabelIndex
 from .matching import EntryKind, EntryRequest, pending_order
 from .throttle import DroneSlot
 from .transitions import EntryStatus
+from .unchanged import LastRun
 
 WAITING_STATUSES = (EntryStatus.QUEUED, EntryStatus.PENDING, EntryStatus.STARTING)
 #: How many recently finished entries the run-time estimate looks at.
 HISTORY_SIZE = 500
 #: How many hosts or jobs a reason names before it says "and N more".
 NAMED_AT_MOST = 5
-#: Explanations are computed again at least this often, even when nothing they read has changed:
-#: estimated starts age with the clock (they are stored to the minute).
-REFRESH_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -507,25 +505,7 @@ def _waiting_entry(row: tuple, build: Callable[..., EntryRequest],
     )
 
 
-@dataclass
-class LastExplanation:
-    """What the stored explanations were last computed from (the snapshot's digest) and when.
-
-    Held by the dispatcher between ticks, never stored: a restarted scheduler
-    simply explains everything again on its first tick.
-    """
-
-    digest: int | None = None
-    at: datetime | None = None
-
-    def still_holds(self, digest: int, now: datetime) -> bool:
-        """Whether explanations computed from a snapshot with ``digest`` are stored and young enough."""
-        return (self.digest == digest and self.at is not None
-                and timedelta(0) <= now - self.at < timedelta(seconds=REFRESH_SECONDS))
-
-
-def explain_pending(drones: Sequence[DroneSlot], now: datetime | None = None,
-                    last: LastExplanation | None = None) -> int:
+def explain_pending(drones: Sequence[DroneSlot], now: datetime | None = None, last: LastRun | None = None) -> int:
     """The tick step: explain every waiting entry and store the answers; returns how many.
 
     Queries do not grow with the entries that wait: the eleven reads of
@@ -533,9 +513,9 @@ def explain_pending(drones: Sequence[DroneSlot], now: datetime | None = None,
     ``HostQueueEntryPending.objects.replace_all``: only what changed is
     written, a statement per thousand changed rows). With ``last``: when
     nothing the explanations are computed from has changed since they were
-    stored (less than ``REFRESH_SECONDS`` ago, as estimates age), they are
-    left as they are, ``computed_on`` included (a lab where nothing moves
-    costs the reads and a count, not the explaining and a write per row).
+    stored (within ``last.max_age``, as estimates age), they are left as they
+    are, ``computed_on`` included (a lab where nothing moves costs the reads
+    and a count, not the explaining and a write per row).
     """
     now = now or timezone.now()
     rows = read_rows(drones)
@@ -549,5 +529,5 @@ def explain_pending(drones: Sequence[DroneSlot], now: datetime | None = None,
     with transaction.atomic():
         explained = HostQueueEntryPending.objects.replace_all(stored, now)
     if last is not None:
-        last.digest, last.at = digest, now
+        last.ran(digest, now)
     return explained

@@ -714,3 +714,23 @@ def test_a_jobs_dependencies_split_into_hard_labels_and_labels_to_provision() ->
     assert second.blocked_host_ids == {40}
     # Equal sets are kept once.
     assert second.acl_ids is first.acl_ids
+
+
+# -- what an idle tick may skip -----------------------------------------------------------------------
+
+
+def test_a_last_run_stands_for_the_same_inputs_within_its_age() -> None:
+    from datetime import datetime, timedelta
+
+    from scheduler.unchanged import LastRun
+
+    noon = datetime(2024, 5, 1, 12, 0)
+    last = LastRun(max_age=timedelta(minutes=1))
+    assert not last.still_holds(42, noon)  # never ran
+    last.ran(42, noon)
+    assert last.still_holds(42, noon + timedelta(seconds=59))
+    assert not last.still_holds(43, noon + timedelta(seconds=1))  # other inputs
+    assert not last.still_holds(42, noon + timedelta(minutes=1))  # too old: run again
+    assert not last.still_holds(42, noon - timedelta(seconds=1))  # the clock went back
+    last.ran(None, noon)  # a run whose result must not stand
+    assert not last.still_holds(42, noon)

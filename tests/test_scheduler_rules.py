@@ -71,12 +71,13 @@ class TestMatchingAgainstTheDatabase:
     def test_a_pass_that_matched_nothing_is_not_repeated_until_its_inputs_change(self, scheduler, lab, owner,
                                                                                   monkeypatch):
         from scheduler import assign
+        from scheduler.unchanged import LastRun
 
         passes = []
         real_match = assign.match_entries
         monkeypatch.setattr(assign, "match_entries", lambda *args: passes.append(1) or real_match(*args))
         j = job(owner, hosts=["host1"])  # host1 is still leased: nothing can match
-        fruitless = assign.FruitlessMatch()
+        fruitless = LastRun()
         assert assign.schedule_new_jobs(scheduler.ctx, fruitless) == 0
         assert assign.schedule_new_jobs(scheduler.ctx, fruitless) == 0
         assert len(passes) == 1  # the same inputs: the second pass was skipped

@@ -270,11 +270,11 @@ def test_stored_explanations_are_written_a_batch_at_a_time_and_only_when_changed
 
 
 def test_a_lab_where_nothing_moved_is_not_explained_again_until_it_changes(scheduler, lab, owner, make_host):
-    from scheduler.pending import REFRESH_SECONDS, LastExplanation
+    from scheduler.unchanged import LastRun
 
     job = job_on_vanished_label(owner, make_host, "board:z")
     waiting_host = make_job(owner, hosts=["locked1"])
-    last = LastExplanation()
+    last = LastRun()
     first = datetime(2024, 5, 1, 12, 0)
     assert explain_pending([], first, last) == 2
     assert pending_of(job).reason == "no host carries label board:z"
@@ -301,8 +301,8 @@ def test_a_lab_where_nothing_moved_is_not_explained_again_until_it_changes(sched
     HostQueueEntryPending.objects.update(reason="edited by hand")
     assert explain_at(first + timedelta(seconds=20)) == []
     assert pending_of(job).reason == "edited by hand"
-    # ...until REFRESH_SECONDS after the last explaining: estimates age with the clock.
-    explain_at(first + timedelta(seconds=15 + REFRESH_SECONDS))
+    # ...until max_age after the last explaining: estimates age with the clock.
+    explain_at(first + timedelta(seconds=15) + last.max_age)
     assert pending_of(job).reason == "no host carries label board:z"
 
 
