@@ -5,7 +5,6 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
 from typing import NamedTuple, TypeVar
 
 from django.db import transaction
@@ -151,39 +150,18 @@ def schedule_new_jobs(ctx: SchedulerContext, fruitless: LastRun | None = None) -
 
 @dataclass
 class LabSnapshot:
-    """What matching and pre-job selection need, read in a fixed number of queries.
+    """What matching and pre-job selection need, read in a fixed number of queries."""
 
-    ``rows`` are the (id, id) pairs read, grouped into sets only when asked
-    for (``job_labels``, ``host_labels``...): a tick that finds ``digest``
-    unchanged never groups them.
-    """
-
-    rows: dict[str, list[tuple]]
+    job_labels: defaultdict[int, set[int]]
+    owner_acls: defaultdict[str, set[int]]
+    blocks: defaultdict[int, set[int]]
     hosts: dict[int, dict]
+    host_labels: defaultdict[int, set[int]]
+    host_acls: defaultdict[int, set[int]]
     labels: LabelIndex
     only_if_needed: frozenset[int]
     #: A fingerprint of the rows read (and the entries): equal digests match alike.
     digest: int = 0
-
-    @cached_property
-    def job_labels(self) -> defaultdict[int, set[int]]:
-        return grouped(self.rows["job_labels"])
-
-    @cached_property
-    def owner_acls(self) -> defaultdict[str, set[int]]:
-        return grouped(self.rows["owner_acls"])
-
-    @cached_property
-    def blocks(self) -> defaultdict[int, set[int]]:
-        return grouped(self.rows["blocks"])
-
-    @cached_property
-    def host_labels(self) -> defaultdict[int, set[int]]:
-        return grouped(self.rows["host_labels"])
-
-    @cached_property
-    def host_acls(self) -> defaultdict[int, set[int]]:
-        return grouped(self.rows["host_acls"])
 
     @classmethod
     def load(cls, entries: list[QueuedEntry]) -> LabSnapshot:
@@ -220,7 +198,11 @@ class LabSnapshot:
             tuple(entries), tuple(tuple(h.values()) for h in hosts.values()), *(tuple(r) for r in rows.values()),
             tuple(sorted(labels.names.items())), only_if_needed,
         ))
-        return cls(rows=rows, hosts=hosts, labels=labels, only_if_needed=only_if_needed, digest=digest)
+        return cls(
+            job_labels=grouped(rows["job_labels"]), owner_acls=grouped(rows["owner_acls"]),
+            blocks=grouped(rows["blocks"]), hosts=hosts, host_labels=grouped(rows["host_labels"]),
+            host_acls=grouped(rows["host_acls"]), labels=labels, only_if_needed=only_if_needed, digest=digest,
+        )
 
     def requests(self, entries: list[QueuedEntry]) -> list[EntryRequest]:
         build = RequestBuilder(self.labels, self.job_labels, self.owner_acls, self.blocks).request

@@ -26,8 +26,8 @@ from .pending import explain_pending
 from .postjob_rules import needs_crashinfo
 from .recovery import recover
 from .throttle import DroneSlot, StartRequest, admit, parse_admission
-from .unchanged import LastRun
 from .transitions import EntryStatus
+from .unchanged import LastRun
 
 log = logging.getLogger(__name__)
 POST_JOB_KINDS = [Process.Kind.JOB, Process.Kind.GATHER, Process.Kind.PARSE]

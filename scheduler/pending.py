@@ -17,7 +17,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 
 from django.db import transaction
@@ -402,11 +402,7 @@ class PendingRows:
     drones: Sequence[DroneSlot] = ()
 
     def digest(self) -> int:
-        return hash((
-            tuple(self.entries), tuple(self.labels), tuple(self.job_labels), tuple(self.owner_acls),
-            tuple(self.blocks), tuple(self.hosts), tuple(self.host_labels), tuple(self.host_acls),
-            tuple(self.on_host), tuple(self.tasks), tuple(self.history), tuple(self.drones),
-        ))
+        return hash(tuple(tuple(getattr(self, f.name)) for f in fields(self)))
 
 
 def read_rows(drones: Sequence[DroneSlot]) -> PendingRows:
